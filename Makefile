@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Keep a torch the user already has (the venv then sees it); otherwise install the CPU build.
+TORCH  ?= torch==2.13.0
+PIP    := $(BIN)/python -m pip install -q --disable-pip-version-check
+
+.PHONY: demo test bench venv clean
+
+$(BIN)/python:
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+		echo "xlmr: keeping the torch of $(PYTHON) ($$($(PYTHON) -c 'import torch; print(torch.__version__)'))"; \
+		$(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+		$(PYTHON) -m venv $(VENV); \
+		echo "xlmr: no torch found, installing $(TORCH)"; \
+		$(PIP) "$(TORCH)"; \
+	fi
+
+$(VENV)/.installed-%: pyproject.toml | $(BIN)/python
+	$(PIP) -e ".[$*]"
+	@touch $@
+
+venv: $(VENV)/.installed-test
+
+demo: $(VENV)/.installed-demo
+	$(BIN)/xlmr demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q -m benchmark
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

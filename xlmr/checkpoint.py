@@ -1,0 +1,249 @@
+"""Read and write Hugging Face checkpoint directories (config.json + model.safetensors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .errors import XlmrError
+from .model import Config, HeadType, Model
+
+# architectures[0] suffix -> our head, and back.
+HEAD_OF_SUFFIX = {"Model": "base", "ForMaskedLM": "mlm", "ForSequenceClassification": "sequence",
+                  "ForTokenClassification": "token", "ForPreTraining": "mlm"}
+SUFFIX_OF_HEAD = {"base": "Model", "mlm": "ForMaskedLM", "sequence": "ForSequenceClassification",
+                  "token": "ForTokenClassification"}
+ARCH_PREFIX = {"xlm-roberta": "XLMRoberta", "roberta": "Roberta", "bert": "Bert"}
+XLMR_MODEL_TYPE = "xlmr"  # config.json model_type for encodings that transformers does not have
+
+FAMILY_DEFAULTS = {
+    "bert": dict(pad_token_id=0, layer_norm_eps=1e-12, max_position_embeddings=512, type_vocab_size=2),
+    "roberta": dict(pad_token_id=1, layer_norm_eps=1e-5, max_position_embeddings=514, type_vocab_size=1),
+    "xlm-roberta": dict(pad_token_id=1, layer_norm_eps=1e-5, max_position_embeddings=514, type_vocab_size=1),
+}
+REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+FIELD_TYPES = {"vocab_size": int, "hidden_size": int, "num_hidden_layers": int, "num_attention_heads": int,
+               "intermediate_size": int, "max_position_embeddings": int, "type_vocab_size": int,
+               "pad_token_id": int, "layer_norm_eps": (int, float), "hidden_dropout_prob": (int, float),
+               "attention_probs_dropout_prob": (int, float), "initializer_range": (int, float),
+               "hidden_act": str}
+POSITION_ALIASES = {"absolute": "learned", "learned": "learned", "sinusoidal": "sinusoidal",
+                    "continuous_sinusoidal": "continuous_sinusoidal", "rotary": "rotary"}
+
+
+def config_from_dict(d: dict, source: str = "config.json") -> tuple[Config, HeadType]:
+    """Validate an HF config dict; return our Config and the head named by `architectures`."""
+    if not isinstance(d, dict):
+        raise XlmrError(f"{source}: expected a JSON object")
+    model_type = d.get("model_type")
+    if model_type == XLMR_MODEL_TYPE:
+        model_type = d.get("family")
+    if model_type not in FAMILY_DEFAULTS:
+        raise XlmrError(f"{source}: unknown model_type {model_type!r}; xlmr supports "
+                        f"{', '.join(FAMILY_DEFAULTS)}")
+    for name in REQUIRED:
+        if name not in d:
+            raise XlmrError(f"{source}: missing required field '{name}'")
+    for name, typ in FIELD_TYPES.items():
+        value = d.get(name)
+        if value is not None and (not isinstance(value, typ) or isinstance(value, bool)):
+            want = typ.__name__ if isinstance(typ, type) else "number"
+            raise XlmrError(f"{source}: field '{name}' must be {want}, got {type(value).__name__} {value!r}")
+    kwargs = {**FAMILY_DEFAULTS[model_type], "model_type": model_type}
+    kwargs.update({k: v for k, v in d.items() if k in Config.field_names() and k not in ("id2label", "model_type")
+                   and v is not None})
+    pos = d.get("position_embedding_type", "absolute")
+    if pos not in POSITION_ALIASES:
+        raise XlmrError(f"{source}: position_embedding_type {pos!r} is not known to this xlmr build; "
+                        f"known: {', '.join(sorted(set(POSITION_ALIASES.values())))}")
+    kwargs["position_embedding_type"] = POSITION_ALIASES[pos]
+    if kwargs["hidden_act"] not in ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "silu"):
+        raise XlmrError(f"{source}: hidden_act {kwargs['hidden_act']!r} is not supported")
+    if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
+        raise XlmrError(f"{source}: hidden_size {kwargs['hidden_size']} is not a multiple of "
+                        f"num_attention_heads {kwargs['num_attention_heads']}")
+    id2label = d.get("id2label") or {}
+    try:
+        kwargs["id2label"] = {int(k): str(v) for k, v in id2label.items()}
+    except (ValueError, AttributeError):
+        raise XlmrError(f"{source}: id2label must map integer ids to label names") from None
+    archs = d.get("architectures") or [ARCH_PREFIX[model_type] + "Model"]
+    suffix = next((s for s in HEAD_OF_SUFFIX if str(archs[0]).endswith(s)), None)
+    if suffix is None:
+        raise XlmrError(f"{source}: unsupported architecture {archs[0]!r}")
+    return Config(**kwargs), HEAD_OF_SUFFIX[suffix]
+
+
+def config_to_dict(config: Config, head: HeadType) -> dict:
+    """Our Config -> an HF config.json dict (architectures, model_type, label maps)."""
+    d = config.to_dict()
+    d.pop("id2label")
+    pos = d.pop("position_embedding_type")
+    if pos != "learned":  # transformers has no such model: mark it as xlmr's own format
+        d.update(model_type=XLMR_MODEL_TYPE, family=config.model_type, position_embedding_type=pos)
+    d["architectures"] = [ARCH_PREFIX[config.model_type] + SUFFIX_OF_HEAD[head]]
+    if config.id2label:
+        d["id2label"] = {str(k): v for k, v in sorted(config.id2label.items())}
+        d["label2id"] = {v: k for k, v in sorted(config.id2label.items())}
+    d["tie_word_embeddings"] = True
+    return dict(sorted(d.items()))
+
+
+def resolve(path_or_name: str | os.PathLike) -> Path:
+    """A local directory as is; anything else is treated as a Hugging Face hub name."""
+    path = Path(path_or_name)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise XlmrError(f"{path}: expected a checkpoint directory, got a file")
+    name = str(path_or_name)
+    if name.startswith((".", "/")) or name.count("/") > 1:
+        raise XlmrError(f"{name}: no such checkpoint directory")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+    except Exception as e:  # offline, unknown repo, auth: one line for the user
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise XlmrError(f"{name}: not a local directory, and downloading it from the Hugging Face hub "
+                        f"failed ({type(e).__name__}: {reason[:200]})") from None
+
+
+def read_config(directory: Path) -> tuple[Config, HeadType]:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise XlmrError(f"{directory}: no config.json")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise XlmrError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    return config_from_dict(d, str(path))
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """Tensors from model.safetensors (sharded or not), else pytorch_model.bin (weights_only)."""
+    from safetensors.torch import load_file
+
+    index = directory / "model.safetensors.index.json"
+    files = [directory / "model.safetensors"]
+    if index.is_file():
+        files = [directory / f for f in sorted(set(json.loads(index.read_text())["weight_map"].values()))]
+    if all(f.is_file() for f in files):
+        state = {}
+        for f in files:
+            try:
+                state.update(load_file(str(f)))
+            except Exception as e:
+                raise XlmrError(f"{f}: not a valid safetensors file ({str(e).splitlines()[0][:200]})") from None
+        return state
+    binary = directory / "pytorch_model.bin"
+    if binary.is_file():
+        try:
+            return torch.load(binary, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise XlmrError(f"{binary}: cannot be read safely with weights_only=True "
+                            f"({str(e).splitlines()[0][:200]})") from None
+    raise XlmrError(f"{directory}: no model.safetensors or pytorch_model.bin")
+
+
+def _optional(key: str) -> bool:
+    """Keys a checkpoint may carry or lack without harm."""
+    return key.endswith(("position_ids", "token_type_ids")) or ".pooler." in key or key.startswith("pooler.")
+
+
+def adapt_state_dict(state: dict[str, torch.Tensor], model: Model, source: str) -> dict[str, torch.Tensor]:
+    """Match checkpoint keys to `model` (HF's base-model-prefix rule) and check keys and shapes strictly."""
+    expected = model.state_dict()
+    prefix = model.prefix + "."
+    has_prefix = any(k.startswith(prefix) for k in state)
+    if not has_prefix:  # a bare-encoder checkpoint (BertModel) into a model with a head
+        state = {prefix + k: v for k, v in state.items()}
+    tied = {k for k in expected if k.endswith("decoder.weight")} if model.head == "mlm" else set()
+    head_keys = {k for k in expected if not k.startswith(prefix)}
+    fresh_head = not any(k in state for k in head_keys)  # a different head: start it fresh
+    out = {}
+    for key, value in state.items():
+        if key.endswith("decoder.bias") and key.replace("decoder.bias", "bias") in expected:
+            continue  # HF ties decoder.bias to the head's bias
+        if key in tied or _optional(key) and key not in expected:
+            continue
+        if key not in expected:
+            if not key.startswith(prefix) and fresh_head:
+                continue  # weights of another head
+            raise XlmrError(f"{source}: unexpected key '{key}' in checkpoint")
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise XlmrError(f"{source}: tensor '{key}' has shape {tuple(value.shape)}, "
+                            f"but the config implies {tuple(expected[key].shape)}")
+        out[key] = value
+    for key in expected:
+        if key in out or key in tied:
+            continue
+        if _optional(key) or (fresh_head and key in head_keys):
+            out[key] = expected[key]  # keep the freshly initialised tensor
+            continue
+        raise XlmrError(f"{source}: missing key '{key}' in checkpoint")
+    return out
+
+
+def load(path_or_name: str | os.PathLike, head: HeadType | None = None, num_labels: int | None = None,
+         id2label: dict[int, str] | None = None) -> Model:
+    """Load an HF checkpoint directory (or hub name). `head` overrides the checkpoint's own head."""
+    directory = resolve(path_or_name)
+    config, ckpt_head = read_config(directory)
+    if id2label is not None:
+        config.id2label = dict(id2label)
+    elif num_labels is not None and num_labels != config.num_labels:
+        config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+    model = Model(config, head or ckpt_head)
+    state = adapt_state_dict(read_weights(directory), model, str(directory))
+    model.load_state_dict(state, strict=False)  # tied decoder weight is absent by design
+    model.tie_weights()
+    model.source = str(directory)
+    return model.eval()
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def state_dict_to_save(model: Model) -> dict[str, torch.Tensor]:
+    """State dict without tied copies, contiguous, as HF writes it."""
+    sd = model.state_dict()
+    tied = {k for k in sd if k.endswith("decoder.weight")} if model.head == "mlm" else set()
+    strip = len(model.prefix) + 1 if model.head == "base" else 0  # HF's bare encoders have no prefix
+    return {k[strip:]: v.detach().contiguous().cpu() for k, v in sd.items() if k not in tied}
+
+
+def save(model: Model, directory: str | os.PathLike) -> Path:
+    """Write config.json + model.safetensors (HF layout); each file lands atomically."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = config_to_dict(model.config, model.head)
+    _atomic_write(directory / "config.json",
+                  lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
+    state = state_dict_to_save(model)
+    _atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    return directory
+
+
+def export_hf(model: Model, directory: str | os.PathLike) -> Path:
+    """Save for `transformers`; refused for position encodings that transformers does not have."""
+    if model.config.position_embedding_type != "learned":
+        raise XlmrError(f"cannot export to transformers: position_embedding_type "
+                        f"'{model.config.position_embedding_type}' has no transformers equivalent "
+                        f"(only 'learned' does); use xlmr's own format (xlmr save)")
+    return save(model, directory)

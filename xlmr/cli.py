@@ -1,0 +1,59 @@
+"""The `xlmr` command line: one parser, one subcommand per workflow.
+
+Each subcommand lives in a module with `register(subparsers)`; it sets `func` to a function taking
+the parsed namespace. User errors (XlmrError) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import XlmrError
+from .options import HelpFormatter
+
+# Modules that register subcommands, in --help order.
+COMMAND_MODULES = ["xlmr.commands.checkpoints", "xlmr.commands.demo"]
+
+EXAMPLES = """examples:
+  xlmr info path/to/checkpoint
+  xlmr convert pytorch_model_dir/ safetensors_dir/
+  xlmr demo
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand."""
+    p = argparse.ArgumentParser(prog="xlmr", formatter_class=HelpFormatter, epilog=EXAMPLES,
+                                description="XLM-R-style multilingual encoders: load, pretrain, fine-tune, "
+                                            "evaluate and serve.")
+    from . import __version__
+
+    p.add_argument("--version", action="version", version=f"xlmr {__version__}")
+    sub = p.add_subparsers(title="commands", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `xlmr` script; returns the exit code."""
+    p = parser()
+    args = p.parse_args(argv)
+    if not hasattr(args, "func"):
+        p.print_help()
+        return 0
+    try:
+        result = args.func(args)
+    except XlmrError as e:
+        print(f"xlmr: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("xlmr: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
