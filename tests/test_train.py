@@ -1,0 +1,130 @@
+"""The shared training loop: schedules, losses that fall, accumulation, embedding modes, NaN stop."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from xlmr.batching import length_grouped_batches
+from xlmr.errors import XlmrError
+from xlmr.model import Config, Model
+from xlmr.train import TrainConfig, lr_lambda, seed_everything, train
+
+
+def tiny_model(head="sequence", labels=2):
+    cfg = Config(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                 max_position_embeddings=40, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                 id2label={i: str(i) for i in range(labels)})
+    return Model(cfg, head)
+
+
+def toy_data(n=64, seed=0):
+    """Label = whether token 5 occurs: learnable by a tiny model."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(6, 40, (n, 8), generator=g)
+    y = torch.randint(0, 2, (n,), generator=g)
+    ids[y == 1, 3] = 5
+    ids[:, 0] = 0
+    return ids, y
+
+
+def seq_loss(model, batch):
+    return F.cross_entropy(model(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+
+
+def batches_of(ids, y, bs):
+    def gen(epoch):
+        for s in range(0, len(ids), bs):
+            yield {"input_ids": ids[s:s + bs], "attention_mask": torch.ones_like(ids[s:s + bs]),
+                   "labels": y[s:s + bs]}
+    return gen
+
+
+def test_schedule_exact_values():
+    f = lr_lambda("linear", warmup_steps=2, total_steps=10)
+    assert [round(f(s), 6) for s in range(0, 11)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125, 0.0]
+    g = lr_lambda("inverse_sqrt", warmup_steps=4, total_steps=100)
+    assert g(3) == 1.0 and g(4) == 1.0 and g(16) == 0.5
+    assert lr_lambda("constant", 0, 5)(3) == 1.0
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse", "frozen"])
+def test_loss_falls(mode, tmp_path):
+    seed_everything(0)
+    model = tiny_model()
+    ids, y = toy_data()
+    from xlmr.train import apply_embedding_mode
+
+    apply_embedding_mode(model, mode)
+    before = model.roberta.embeddings.word_embeddings.weight.detach().clone()
+    cfg = TrainConfig(lr=1e-2, epochs=30, warmup=0.1, embeddings=mode, progress=False, log_every=4)
+    res = train(model, batches_of(ids, y, 16), seq_loss, cfg, steps_per_epoch=4, out_dir=tmp_path)
+    losses = [r["loss"] for r in res.history if "loss" in r]
+    if mode != "frozen":  # random frozen embeddings make this toy task too hard to learn quickly
+        assert losses[-1] < 0.5 * losses[0], losses
+    after = model.roberta.embeddings.word_embeddings.weight.detach()
+    if mode == "frozen":
+        assert torch.equal(before, after)
+    else:
+        assert not torch.equal(before, after)
+    if mode == "sparse":  # rows never seen stay exactly as they were
+        assert torch.equal(before[1:5], after[1:5])
+    assert (tmp_path / "loss.png").stat().st_size > 1000
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["step"] == 4
+
+
+def test_grad_accumulation_equals_big_batch():
+    ids, y = toy_data(32)
+    results = []
+    for bs, accum in [(16, 1), (8, 2)]:
+        seed_everything(0)
+        model = tiny_model()
+        cfg = TrainConfig(lr=1e-3, max_steps=4, grad_accum=accum, embeddings="dense", progress=False, warmup=0)
+        train(model, batches_of(ids, y, bs), seq_loss, cfg)
+        results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert (results[0] - results[1]).abs().max() < 1e-5
+
+
+def test_layer_decay_gives_lower_lr_to_lower_layers():
+    from xlmr.train import build_optimizers
+
+    model = tiny_model()
+    opt = build_optimizers(model, TrainConfig(lr=1.0, layer_decay=0.5, embeddings="dense"))[0]
+    lrs = sorted({g["lr"] for g in opt.param_groups})
+    assert lrs == [0.125, 0.25, 0.5, 1.0]  # embeddings, layer 0, layer 1, head
+
+
+def test_nan_loss_stops_with_clear_message():
+    model = tiny_model()
+    ids, y = toy_data(16)
+
+    def bad_loss(m, b):
+        return seq_loss(m, b) * float("nan")
+
+    with pytest.raises(XlmrError, match="loss became nan at step 0"):
+        train(model, batches_of(ids, y, 8), bad_loss, TrainConfig(max_steps=2, progress=False))
+
+
+def test_early_stopping_and_best_checkpoint():
+    model = tiny_model()
+    ids, y = toy_data(16)
+    scores = iter([0.5, 0.7, 0.6, 0.6, 0.9])
+    best = []
+    cfg = TrainConfig(max_steps=50, eval_every=1, patience=2, progress=False)
+    res = train(model, batches_of(ids, y, 8), seq_loss, cfg, evaluate=lambda m: {"f1": next(scores)},
+                metric="f1", on_best=lambda m, metrics: best.append(metrics["f1"]))
+    assert res.stopped_early and res.steps == 4 and res.best_metric == 0.7 and best == [0.5, 0.7]
+
+
+def test_length_grouped_batches():
+    lengths = [5, 50, 7, 48, 6, 49, 8, 51] * 10
+    batches = length_grouped_batches(lengths, batch_size=4, seed=1)
+    assert sorted(i for b in batches for i in b) == list(range(80))  # every example exactly once
+    waste = sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+    assert waste < 0.1 * sum(lengths)
+    assert batches == length_grouped_batches(lengths, batch_size=4, seed=1)
+    assert batches != length_grouped_batches(lengths, batch_size=4, seed=1, epoch=1)
+    capped = length_grouped_batches(lengths, batch_size=100, max_tokens=200, seed=0)
+    assert all(max(lengths[i] for i in b) * len(b) <= 200 for b in capped)

@@ -1,0 +1,34 @@
+"""Batches by length: sort within buckets so little compute goes to padding, then shuffle batches."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, max_tokens: int = 0, seed: int = 0,
+                           epoch: int = 0, shuffle: bool = True, bucket: int = 50) -> list[list[int]]:
+    """Index batches. Examples are shuffled, cut into buckets of `bucket` x batch_size, sorted by
+    length inside each bucket, and cut into batches of at most `batch_size` rows and (if set) at most
+    `max_tokens` padded tokens. Batch order is shuffled again. Deterministic in (seed, epoch)."""
+    n = len(lengths)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n) if shuffle else np.arange(n)
+    batches: list[list[int]] = []
+    size = max(1, bucket * batch_size)
+    for start in range(0, n, size):
+        chunk = sorted(order[start:start + size].tolist(), key=lambda i: -lengths[i])
+        current: list[int] = []
+        longest = 0
+        for i in chunk:
+            grow = max(longest, lengths[i])
+            if current and (len(current) >= batch_size or (max_tokens and grow * (len(current) + 1) > max_tokens)):
+                batches.append(current)
+                current, grow = [], lengths[i]
+            current.append(i)
+            longest = grow
+        if current:
+            batches.append(current)
+    if shuffle:
+        perm = rng.permutation(len(batches))
+        batches = [batches[i] for i in perm]
+    return batches

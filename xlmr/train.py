@@ -1,0 +1,348 @@
+"""The one training loop: pretraining and every fine-tuning method run through `train`.
+
+A method changes which parameters train (requires_grad) and what is saved, never this loop.
+The loop owns: AdamW (plus SparseAdam for sparse embedding rows), warm-up + decay schedules,
+layer-wise learning-rate decay, gradient accumulation and clipping, bf16 autocast on CUDA,
+periodic evaluation with best-checkpoint keeping and early stopping, JSONL logs, a loss-curve PNG,
+a progress bar, and a stop on a NaN/inf loss.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import XlmrError
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping options shared by every training command."""
+
+    lr: float = field(default=5e-5, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (not on biases/LayerNorm)"})
+    warmup: float = field(default=0.1, metadata={"help": "warm-up: a fraction of the steps if < 1, else steps"})
+    schedule: Literal["linear", "inverse_sqrt", "constant"] = field(
+        default="linear", metadata={"help": "decay after warm-up"})
+    max_steps: int = field(default=0, metadata={"help": "optimizer steps (0: from epochs)"})
+    epochs: float = field(default=3.0, metadata={"help": "passes over the data when max_steps is 0"})
+    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0: off)"})
+    layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay factor (1: off)"})
+    embeddings: Literal["dense", "sparse", "frozen"] = field(
+        default="sparse", metadata={"help": "how the word-embedding matrix trains"})
+    eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: each epoch)"})
+    patience: int = field(default=0, metadata={"help": "early stopping after N evaluations without gain (0: off)"})
+    log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    bf16: bool = field(default=True, metadata={"help": "bf16 autocast when running on CUDA"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda"):
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    """Multiplier of the peak lr at a step: linear warm-up, then linear / inverse-sqrt / constant."""
+
+    def f(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "linear":
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+        if schedule == "inverse_sqrt":
+            return math.sqrt(max(1, warmup_steps) / max(step, 1))
+        return 1.0
+
+    return f
+
+
+def _layer_of(name: str, num_layers: int) -> int:
+    """0 for embeddings, i+1 for encoder layer i, num_layers+1 for heads (layer-wise lr decay)."""
+    if ".embeddings." in name or name.startswith("embeddings.") or ".position_bias." in name:
+        return 0
+    if ".layer." in name:
+        return int(name.split(".layer.")[1].split(".")[0]) + 1
+    return num_layers + 1
+
+
+def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """AdamW over dense parameters (no decay on biases/LayerNorm), SparseAdam over sparse embeddings."""
+    core = getattr(model, "module", model)  # DDP wraps in .module
+    num_layers = core.config.num_hidden_layers if hasattr(core, "config") else 0
+    groups: dict[tuple, list] = {}
+    sparse = []
+    seen = set()
+    for name, p in core.named_parameters():
+        if not p.requires_grad or id(p) in seen:
+            continue
+        seen.add(id(p))
+        if _is_sparse_embedding(core, p):
+            sparse.append(p)
+            continue
+        decay = 0.0 if (p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name) else cfg.weight_decay
+        scale = cfg.layer_decay ** (num_layers + 1 - _layer_of(name, num_layers))
+        groups.setdefault((decay, scale), []).append(p)
+    if not groups and not sparse:
+        raise XlmrError("no trainable parameters: every parameter is frozen")
+    opts: list[torch.optim.Optimizer] = []
+    if groups:
+        opts.append(torch.optim.AdamW([{"params": ps, "weight_decay": d, "lr": cfg.lr * s}
+                                       for (d, s), ps in groups.items()], lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
+                                      foreach=True))
+    if sparse:
+        scale = cfg.layer_decay ** (num_layers + 1)
+        opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr * scale))
+    return opts
+
+
+def _is_sparse_embedding(model: nn.Module, p: torch.Tensor) -> bool:
+    return any(isinstance(m, nn.Embedding) and m.sparse and m.weight is p for m in model.modules())
+
+
+def apply_embedding_mode(model: nn.Module, mode: str) -> None:
+    """dense: ordinary training; sparse: only rows a batch touches get gradients and updates;
+    frozen: the word-embedding matrix does not train. A matrix tied to an MLM decoder stays dense."""
+    core = getattr(model, "module", model)
+    emb = core.encoder_model.embeddings.word_embeddings
+    tied = getattr(core, "head", None) == "mlm"
+    emb.sparse = mode == "sparse" and not tied
+    if mode == "frozen":
+        emb.weight.requires_grad_(False)
+
+
+def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
+    """Global-norm clipping that also handles sparse gradients."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norms = [g.coalesce().values().norm() if g.is_sparse else g.norm() for g in grads]
+    total = torch.stack([n.float() for n in norms]).norm()
+    if max_norm > 0:
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for i, g in enumerate(grads):
+            if g.is_sparse:
+                grads[i].mul_(coef)
+            else:
+                g.mul_(coef)
+    return float(total)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    best_metric: float | None
+    best_step: int | None
+    seconds: float
+    history: list[dict]
+    stopped_early: bool = False
+
+
+class JsonlLog:
+    """Append-only JSONL metrics log; also keeps the records for the loss-curve plot."""
+
+    def __init__(self, path: Path | None):
+        self.path, self.records = path, []
+
+    def write(self, **record: Any) -> None:
+        self.records.append(record)
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def plot_loss(records: list[dict], path: Path, title: str = "training loss") -> None:
+    """Write a loss-curve PNG (train loss per logged step, and any eval losses)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not train:
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(*zip(*train), label="train")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="held-out")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+          cfg: TrainConfig, steps_per_epoch: int | None = None, evaluate: Callable[[nn.Module], dict] | None = None,
+          metric: str | None = None, on_best: Callable[[nn.Module, dict], None] | None = None,
+          out_dir: str | os.PathLike | None = None, state: "LoopState | None" = None,
+          on_step: Callable[["LoopState"], None] | None = None) -> TrainResult:
+    """Run optimisation until `max_steps` (or `epochs` x `steps_per_epoch` optimizer steps).
+
+    `batches(epoch)` yields micro-batches; `loss_fn(model, batch)` returns a scalar loss;
+    `evaluate(model)` returns metrics, of which `metric` (higher is better) picks the best
+    checkpoint, handed to `on_best`. `state` resumes a run; `on_step` sees the state after every
+    optimizer step (checkpointing hooks in there).
+    """
+    device = next(model.parameters()).device
+    out = Path(out_dir) if out_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    total = cfg.max_steps or math.ceil(cfg.epochs * (steps_per_epoch or 0))
+    if total <= 0:
+        raise XlmrError("nothing to train: set max_steps, or give data for at least one step")
+    warmup = int(cfg.warmup * total) if cfg.warmup < 1 else int(cfg.warmup)
+    optimizers = build_optimizers(model, cfg)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(cfg.schedule, warmup, total)) for o in optimizers]
+    params = [p for o in optimizers for g in o.param_groups for p in g["params"]]
+    state = state or LoopState()
+    if state.optimizer_states:
+        for o, s in zip(optimizers, state.optimizer_states):
+            o.load_state_dict(s)
+        for sch, s in zip(schedulers, state.scheduler_states):
+            sch.load_state_dict(s)
+    state.optimizers, state.schedulers = optimizers, schedulers
+    log = JsonlLog(out / "metrics.jsonl" if out else None)
+    eval_every = cfg.eval_every or (steps_per_epoch or 0)
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    bar = _progress(cfg.progress, total, state.step)
+    start, tokens, running, n_running = time.perf_counter(), 0, 0.0, 0
+    model.train()
+    stopped_early = False
+    while state.step < total and not stopped_early:
+        micro = 0
+        for batch in batches(state.epoch):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+                loss = loss_fn(model, batch)
+            if not torch.isfinite(loss):
+                raise XlmrError(f"loss became {loss.item()} at step {state.step}; stopping "
+                                f"(the last checkpoint is kept). Try a lower learning rate.")
+            (loss / cfg.grad_accum).backward()
+            running, n_running, micro = running + loss.item(), n_running + 1, micro + 1
+            tokens += _count_tokens(batch)
+            if micro % cfg.grad_accum:
+                continue
+            if cfg.max_grad_norm > 0:
+                clip_grad_norm(params, cfg.max_grad_norm)
+            for o in optimizers:
+                o.step()
+                o.zero_grad(set_to_none=True)
+            for s in schedulers:
+                s.step()
+            state.step += 1
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{running / n_running:.4f}",
+                                tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
+            if state.step % cfg.log_every == 0 or state.step == total:
+                log.write(step=state.step, epoch=state.epoch, loss=running / n_running,
+                          lr=schedulers[0].get_last_lr()[0], elapsed=time.perf_counter() - start)
+                running, n_running = 0.0, 0
+            if evaluate and eval_every and (state.step % eval_every == 0 or state.step == total):
+                stopped_early = _evaluate(model, evaluate, metric, on_best, state, log, cfg)
+                model.train()
+            if on_step:
+                on_step(state)
+            if state.step >= total or stopped_early:
+                break
+        else:
+            state.epoch += 1
+            if micro == 0:
+                raise XlmrError("the training data yielded no batches")
+    if bar is not None:
+        bar.close()
+    if out:
+        plot_loss(log.records, out / "loss.png")
+    model.eval()
+    return TrainResult(state.step, state.best_metric, state.best_step, time.perf_counter() - start,
+                       log.records, stopped_early)
+
+
+def _evaluate(model, evaluate, metric, on_best, state: "LoopState", log: JsonlLog, cfg: TrainConfig) -> bool:
+    """Evaluate, keep the best checkpoint, and say whether to stop early."""
+    model.eval()
+    with torch.no_grad():
+        metrics = evaluate(model)
+    log.write(step=state.step, epoch=state.epoch, **{f"eval_{k}": v for k, v in metrics.items()
+                                                       if isinstance(v, (int, float))})
+    if metric is None:
+        return False
+    value = metrics[metric]
+    if state.best_metric is None or value > state.best_metric:
+        state.best_metric, state.best_step, state.bad_evals = value, state.step, 0
+        if on_best:
+            on_best(model, metrics)
+        return False
+    state.bad_evals += 1
+    return bool(cfg.patience) and state.bad_evals >= cfg.patience
+
+
+def _count_tokens(batch) -> int:
+    if isinstance(batch, dict):
+        m = batch.get("attention_mask")
+        if m is not None:
+            return int(m.sum())
+        ids = batch.get("input_ids")
+        return int(ids.numel()) if ids is not None else 0
+    return 0
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", dynamic_ncols=True)
+
+
+@dataclass
+class LoopState:
+    """Where a run stands: enough, with the model and data states, to resume it exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    optimizer_states: list = field(default_factory=list)
+    scheduler_states: list = field(default_factory=list)
+    optimizers: list = field(default_factory=list, repr=False)
+    schedulers: list = field(default_factory=list, repr=False)
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "best_metric": self.best_metric,
+                "best_step": self.best_step, "bad_evals": self.bad_evals,
+                "optimizer_states": [o.state_dict() for o in self.optimizers],
+                "scheduler_states": [s.state_dict() for s in self.schedulers]}
