@@ -207,13 +207,15 @@ def plot_loss(records: list[dict], path: Path, title: str = "training loss") -> 
 def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callable[[nn.Module, Any], torch.Tensor],
           cfg: TrainConfig, steps_per_epoch: int | None = None, evaluate: Callable[[nn.Module], dict] | None = None,
           metric: str | None = None, on_best: Callable[[nn.Module, dict], None] | None = None,
-          out_dir: str | os.PathLike | None = None, state: "LoopState | None" = None,
+          out_dir: str | os.PathLike | None = None,
+          restore: Callable[[nn.Module, list], "LoopState | None"] | None = None,
           on_step: Callable[["LoopState"], None] | None = None) -> TrainResult:
     """Run optimisation until `max_steps` (or `epochs` x `steps_per_epoch` optimizer steps).
 
     `batches(epoch)` yields micro-batches; `loss_fn(model, batch)` returns a scalar loss;
     `evaluate(model)` returns metrics, of which `metric` (higher is better) picks the best
-    checkpoint, handed to `on_best`. `state` resumes a run; `on_step` sees the state after every
+    checkpoint, handed to `on_best`. `restore(model, optimizers)` may load a saved run into the
+    freshly built optimizers and return its LoopState; `on_step` sees the state after every
     optimizer step (checkpointing hooks in there).
     """
     device = next(model.parameters()).device
@@ -227,12 +229,9 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
     optimizers = build_optimizers(model, cfg)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(cfg.schedule, warmup, total)) for o in optimizers]
     params = [p for o in optimizers for g in o.param_groups for p in g["params"]]
-    state = state or LoopState()
-    if state.optimizer_states:
-        for o, s in zip(optimizers, state.optimizer_states):
-            o.load_state_dict(s)
-        for sch, s in zip(schedulers, state.scheduler_states):
-            sch.load_state_dict(s)
+    state = (restore(model, optimizers) if restore else None) or LoopState()
+    for sch, saved in zip(schedulers, state.scheduler_states):
+        sch.load_state_dict(saved)
     state.optimizers, state.schedulers = optimizers, schedulers
     log = JsonlLog(out / "metrics.jsonl" if out else None)
     eval_every = cfg.eval_every or (steps_per_epoch or 0)
@@ -329,14 +328,14 @@ def _progress(enabled: bool, total: int, initial: int):
 
 @dataclass
 class LoopState:
-    """Where a run stands: enough, with the model and data states, to resume it exactly."""
+    """Where a run stands: with the model, optimizer and data states, enough to resume exactly.
+    state_dict() is JSON-serialisable (optimizer tensors are saved separately, see resume.py)."""
 
     step: int = 0
     epoch: int = 0
     best_metric: float | None = None
     best_step: int | None = None
     bad_evals: int = 0
-    optimizer_states: list = field(default_factory=list)
     scheduler_states: list = field(default_factory=list)
     optimizers: list = field(default_factory=list, repr=False)
     schedulers: list = field(default_factory=list, repr=False)
@@ -344,5 +343,4 @@ class LoopState:
     def state_dict(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "best_metric": self.best_metric,
                 "best_step": self.best_step, "bad_evals": self.bad_evals,
-                "optimizer_states": [o.state_dict() for o in self.optimizers],
                 "scheduler_states": [s.state_dict() for s in self.schedulers]}
