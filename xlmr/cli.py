@@ -14,7 +14,7 @@ from .errors import XlmrError
 from .options import HelpFormatter
 
 # Modules that register subcommands, in --help order.
-COMMAND_MODULES = ["xlmr.commands.checkpoints", "xlmr.commands.demo"]
+COMMAND_MODULES = ["xlmr.commands.checkpoints", "xlmr.commands.finetune", "xlmr.commands.demo"]
 
 EXAMPLES = """examples:
   xlmr info path/to/checkpoint
