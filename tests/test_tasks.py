@@ -346,3 +346,30 @@ def test_results_table_and_files(tmp_path):
     text = md.read_text()
     assert "| **average** | **0.7000** |" in text and "report text" in text
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.md", "results.json"]
+
+
+def test_raw_text_prediction_path(tok):
+    """predict-style use: raw text -> words -> unlabelled features -> tags -> character entities."""
+    ner = Ner()
+    ner.set_labels(["O", "B-PER", "I-PER"])
+    text = "Angela  Merkel spoke"
+    words, spans = split_words(text)
+    ex = [WordExample(words, None)]
+    feats = ner.encode(ex, tok)
+    assert all(label == IGNORE for label in feats[0].labels)
+    outputs = [np.zeros((len(feats[0]), 3), dtype=np.float32)]
+    for pos, w in enumerate(feats[0].words):  # fake logits: PER PER O
+        if w >= 0:
+            outputs[0][pos, [1, 2, 0][w]] = 5.0
+    (p,) = ner.predict(outputs, feats, ex)
+    assert p.tags == ["B-PER", "I-PER", "O"]
+    (ent,) = char_entities(text, spans, p.tags, p.scores)
+    assert (ent["start"], ent["end"], ent["text"], ent["type"]) == (0, 14, "Angela  Merkel", "PER")
+    cls = Classify()
+    cls.set_labels(["a", "b"])
+    assert [f.labels for f in cls.encode([TextExample("hi")], tok)] == [IGNORE]
+
+
+def test_lines_split_on_newline_only(tmp_path):
+    ex = Ner().read(write(tmp_path, "u.conll", "a\u2028b\tB-PER\r\nc\x85d\tI-PER\r\n"))
+    assert ex[0].words == ["a\u2028b", "c\x85d"] and ex[0].lines == [1, 2]

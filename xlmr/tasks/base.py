@@ -82,7 +82,7 @@ class Task:
 
     def set_labels(self, labels: list[str] | dict[int, str]) -> None:
         """Use a fixed label list, e.g. a fine-tuned model's `config.id2label`."""
-        self.labels = [labels[i] for i in sorted(labels)] if isinstance(labels, dict) else list(labels)
+        self.labels = [labels[i] for i in sorted(labels, key=int)] if isinstance(labels, dict) else list(labels)
 
     def check_labels(self, examples: list) -> None:
         """Raise on the first gold label outside the label set, naming its file, line and the known labels."""
@@ -212,6 +212,14 @@ def read_text(path: str | os.PathLike) -> str:
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
         raise XlmrError(f"{p}:{line}: not valid UTF-8 ({e.reason})") from None
+
+
+def lines_of(text: str) -> list[str]:
+    """Lines split on \\n only (str.splitlines would also split on U+2028, U+0085, ... inside tokens)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

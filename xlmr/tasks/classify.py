@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import XlmrError
-from .base import IGNORE, Feature, Task, read_text, softmax
+from .base import IGNORE, Feature, Task, lines_of, read_text, softmax
 
 TEXT_NAMES = ("text", "sentence", "sentence1", "premise", "question", "content")
 PAIR_NAMES = ("text_pair", "sentence2", "hypothesis")
@@ -62,7 +62,7 @@ def _rows(path: str, text: str):
     """(line, record) pairs from a CSV/TSV/JSONL/TXT file; records are dicts except for .txt (str)."""
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
-        for ln, raw in enumerate(text.splitlines(), 1):
+        for ln, raw in enumerate(lines_of(text), 1):
             if not raw.strip():
                 continue
             try:
@@ -88,7 +88,7 @@ def _rows(path: str, text: str):
         if header is not None:
             yield 1, header  # sentinel so that a header-only file still gets its columns checked
     elif suffix == ".txt":
-        for ln, raw in enumerate(text.splitlines(), 1):
+        for ln, raw in enumerate(lines_of(text), 1):
             if raw.strip():
                 yield ln, raw.strip()
     else:

@@ -13,7 +13,7 @@ import os
 import re
 
 from ..errors import XlmrError
-from .base import read_text
+from .base import lines_of, read_text
 from .words import WordExample, WordPrediction, WordTask
 
 SCHEMES = ("auto", "iob1", "iob2", "bioes")
@@ -32,7 +32,7 @@ def read_conll(path: str | os.PathLike, tag_column: int = -1) -> list[WordExampl
     tags: list[str] = []
     lines: list[int] = []
     width = None
-    for ln, raw in enumerate(read_text(path).splitlines(), 1):
+    for ln, raw in enumerate(lines_of(read_text(path)), 1):
         line = raw.strip()
         if not line or line.startswith("-DOCSTART-"):
             if words:
@@ -110,7 +110,10 @@ def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
 
 def char_entities(text: str, spans: list[tuple[int, int]], tags: list[str],
                   scores: list[float] | None = None) -> list[dict]:
-    """Entities with character offsets in `text`: [{start, end, type, text, score}] (end exclusive)."""
+    """Entities with character (code point) offsets in `text`: [{start, end, type, text, score}].
+
+    `end` is exclusive; `score` is the mean of the entity's word scores.
+    """
     out = []
     for kind, a, b, score in entities(tags, scores):
         start, end = spans[a][0], spans[b][1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ..errors import XlmrError
-from .base import read_text
+from .base import lines_of, read_text
 from .words import WordExample, WordPrediction, WordTask
 
 
@@ -16,7 +16,7 @@ def read_conllu(path: str | os.PathLike) -> list[WordExample]:
     words: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
-    for ln, raw in enumerate(read_text(path).splitlines(), 1):
+    for ln, raw in enumerate(lines_of(read_text(path)), 1):
         if not raw.strip():
             if words:
                 sentences.append(WordExample(words, tags, path, lines))

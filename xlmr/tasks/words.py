@@ -8,6 +8,7 @@ lies in at least one window, so every word gets a prediction.
 Merge rule: a word takes its prediction from the window where its first subword has the most
 context, i.e. the largest min(subwords to the left, subwords to the right) inside the window,
 where a side that reaches the true sentence edge counts as unlimited. Ties go to the earlier window.
+For training, every window labels each word whose first subword it holds (overlaps train twice).
 """
 
 from __future__ import annotations
