@@ -6,6 +6,7 @@ at the end of the file name (`eng_Latn.txt`); a prefix names a second source of 
 
 Output layout:
   manifest.json                   languages, counts, shards, dtype, tokenizer sha256 (written last)
+  plan.json                       the shard plan (byte ranges), reused by a re-run on unchanged inputs
   <lang>/<source>.<k:05d>.bin     tokens of shard k of one source file, raw uint16 (uint32 if vocab > 65535)
   <lang>/<source>.<k:05d>.idx     int64 document offsets, shape (docs + 1,): doc i is bin[idx[i]:idx[i+1]]
   <lang>/<source>.<k:05d>.json    shard record, written after .bin/.idx: its presence means "finished"
@@ -146,6 +147,23 @@ def plan_shards(files: list[Path], backend, shard_tokens: int) -> list[ShardPlan
         for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
             plans.append(ShardPlan(lang, f"{lang}/{path.stem}.{k:05d}", str(path.resolve()), a, b, st.st_size,
                                    st.st_mtime_ns))
+    return plans
+
+
+def cached_plan(out: Path, files: list[Path], backend, sha: str, shard_tokens: int) -> list[ShardPlan]:
+    """`plan_shards`, reusing `out/plan.json` when the sources (size, mtime), tokenizer and shard size
+    are unchanged: a re-run then starts without tokenizing samples."""
+    key = {"tokenizer_sha256": sha, "shard_tokens": shard_tokens,
+           "sources": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+    plan_file = out / "plan.json"
+    try:
+        cached = json.loads(plan_file.read_text(encoding="utf-8"))
+        if cached["key"] == key:
+            return [ShardPlan(**p) for p in cached["shards"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    plans = plan_shards(files, backend, shard_tokens)
+    atomic_write_text(plan_file, json.dumps({"key": key, "shards": [asdict(p) for p in plans]}) + "\n")
     return plans
 
 
@@ -351,8 +369,8 @@ def prepare(corpus, tokenizer, out, *, alpha: float = 0.3, workers: int | None =
                             f"use a new --out directory or delete this one")
     dtype_name = np.dtype(token_dtype(tok.vocab_size)).name
     files = find_sources(corpus)
-    plans = plan_shards(files, tok.backend, shard_tokens)
     out.mkdir(parents=True, exist_ok=True)
+    plans = cached_plan(out, files, tok.backend, sha, shard_tokens)
 
     records: dict[str, dict] = {}
     todo = []

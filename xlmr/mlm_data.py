@@ -258,15 +258,21 @@ def mask_tokens(input_ids: torch.Tensor, vocab: MaskVocab, generator: torch.Gene
     (u uniform: exactly prob on average) are chosen; 80% become the mask id, 10% a random non-special
     id, 10% stay. With `whole_word`, whole words are chosen in random order until the row's count is
     reached; `word_starts` (B, T) bool defaults to `vocab.word_start[input_ids]`.
-    Deterministic given the generator's state.
+    Deterministic given the generator's state (it draws one (B, 2T + 1) uniform tensor).
     """
     B, T = input_ids.shape
-    g = generator
+    draws = torch.rand(B, 2 * T + 1, generator=generator, dtype=torch.float64)
+    return _mask(input_ids, vocab, draws, prob, whole_word, word_starts)
+
+
+def _mask(input_ids, vocab, draws, prob, whole_word, word_starts) -> Masked:
+    """Masking from uniform draws (B, 2T + 1): [:, 0] rounds the count, [:, 1:T+1] orders the tokens,
+    [:, T+1:] picks mask / random (its fraction inside [0.8, 0.9) picks the id) / keep per token."""
+    B, T = input_ids.shape
     eligible = ~torch.isin(input_ids, vocab.specials)  # (B, T)
     n_eligible = eligible.sum(1)
-    count = torch.floor(prob * n_eligible + torch.rand(B, generator=g, dtype=torch.float64)).long()
-    count = torch.minimum(count, n_eligible)  # (B,)
-    scores = torch.rand(B, T, generator=g, dtype=torch.float64)
+    count = torch.minimum(torch.floor(prob * n_eligible + draws[:, 0]).long(), n_eligible)  # (B,)
+    scores, u = draws[:, 1:T + 1], draws[:, T + 1:]  # (B, T) each
     pos = torch.arange(T).expand(B, T)
     if whole_word:
         if word_starts is None:
@@ -285,9 +291,11 @@ def mask_tokens(input_ids: torch.Tensor, vocab: MaskVocab, generator: torch.Gene
 
     positions = chosen.flatten().nonzero().squeeze(1)  # (N,)
     targets = input_ids.flatten()[positions]
-    u = torch.rand(len(positions), generator=g)
-    random_ids = vocab.replacements[torch.randint(len(vocab.replacements), (len(positions),), generator=g)]
-    new = torch.where(u < 0.8, torch.full_like(targets, vocab.mask_id), torch.where(u < 0.9, random_ids, targets))
+    u = u.flatten()[positions]
+    n_rep = len(vocab.replacements)
+    pick = ((u - 0.8) * 10 * n_rep).long().clamp(0, n_rep - 1)  # uniform id index when 0.8 <= u < 0.9
+    new = torch.where(u < 0.8, torch.full_like(targets, vocab.mask_id),
+                      torch.where(u < 0.9, vocab.replacements[pick], targets))
     out = input_ids.clone()
     out.view(-1)[positions] = new
     return Masked(out, positions, targets)
@@ -299,16 +307,12 @@ def row_seed(seed: int, index: int) -> int:
 
 
 def mask_rows(input_ids: torch.Tensor, index: torch.Tensor, vocab: MaskVocab, seed: int, prob: float = 0.15,
-              whole_word: bool = False) -> Masked:
-    """`mask_tokens` row by row with row i seeded by (seed, index[i]): the masks of a sequence do not
+              whole_word: bool = False, word_starts: torch.Tensor | None = None) -> Masked:
+    """`mask_tokens` with row i's draws seeded by (seed, index[i]): the masks of a sequence do not
     depend on which rank or batch holds it, so W ranks together mask exactly like one process."""
     B, T = input_ids.shape
-    ids, positions, targets = [], [], []
+    draws = torch.empty(B, 2 * T + 1, dtype=torch.float64)
     for i in range(B):
         g = torch.Generator().manual_seed(row_seed(seed, int(index[i])))
-        m = mask_tokens(input_ids[i:i + 1], vocab, g, prob, whole_word)
-        ids.append(m.input_ids)
-        positions.append(m.positions + i * T)
-        targets.append(m.targets)
-    return Masked(torch.cat(ids), torch.cat(positions), torch.cat(targets))
-
+        torch.rand(2 * T + 1, generator=g, dtype=torch.float64, out=draws[i])
+    return _mask(input_ids, vocab, draws, prob, whole_word, word_starts)
