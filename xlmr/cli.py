@@ -14,11 +14,17 @@ from .errors import XlmrError
 from .options import HelpFormatter
 
 # Modules that register subcommands, in --help order.
-COMMAND_MODULES = ["xlmr.commands.checkpoints", "xlmr.commands.finetune", "xlmr.commands.demo"]
+COMMAND_MODULES = [
+    "xlmr.commands.checkpoints",
+    "xlmr.commands.data",
+    "xlmr.commands.finetune",
+    "xlmr.commands.demo",
+]
 
 EXAMPLES = """examples:
   xlmr info path/to/checkpoint
   xlmr convert pytorch_model_dir/ safetensors_dir/
+  xlmr data prepare --corpus corpus/ --tokenizer tok/ --out data/
   xlmr demo
 """
 
