@@ -17,6 +17,7 @@ from .options import HelpFormatter
 COMMAND_MODULES = [
     "xlmr.commands.checkpoints",
     "xlmr.commands.data",
+    "xlmr.commands.pretrain",
     "xlmr.commands.finetune",
     "xlmr.commands.demo",
 ]

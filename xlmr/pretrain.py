@@ -1,0 +1,249 @@
+"""MLM pretraining on a prepared corpus, with the shared loop, on one process or many (torchrun).
+
+Data: `PackedStream` (alpha-sampled, packed, no padding); masking: `mask_rows` (a pure function of
+seed and global sequence number); the vocabulary projection runs only at masked positions.
+Checkpoints (model, optimizer, scheduler, data position, RNG) go through torch.distributed.checkpoint
+and resume exactly, also on another number of processes.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from . import resume
+from .checkpoint import config_from_dict, config_to_dict, load, save
+from .errors import XlmrError
+from .model import PRESETS, Config, Model
+from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed, unwrap
+from .tokenizer import Tokenizer
+from .train import LoopState, TrainConfig, seed_everything, train
+
+VALID_INDEX = 1 << 40  # masking seeds of held-out sequences live far from the training ones
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    """What `xlmr pretrain` takes (a YAML file can hold any of it)."""
+
+    data: str = field(default="", metadata={"help": "directory made by `xlmr data prepare`"})
+    tokenizer: str = field(default="", metadata={"help": "tokenizer directory used to prepare the data"})
+    out: str = field(default="runs/pretrain", metadata={"help": "output directory"})
+    preset: Literal["tiny", "small", "base", "large"] = field(default="tiny", metadata={"help": "model size"})
+    init: str = field(default="", metadata={"help": "continue from this checkpoint instead of a preset"})
+    position_embedding_type: Literal["learned", "sinusoidal", "continuous_sinusoidal", "rotary"] = field(
+        default="learned", metadata={"help": "position encoding of a new model"})
+    num_hidden_layers: int = field(default=0, metadata={"help": "override the preset's layers (0: keep)"})
+    hidden_size: int = field(default=0, metadata={"help": "override the preset's hidden size (0: keep)"})
+    dropout: float = field(default=0.1, metadata={"help": "hidden and attention dropout of a new model"})
+    seq_len: int = field(default=128, metadata={"help": "tokens per packed sequence"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch, all ranks together"})
+    mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens masked"})
+    whole_word: bool = field(default=False, metadata={"help": "mask whole words"})
+    alpha: float = field(default=0.3, metadata={"help": "language sampling exponent"})
+    eval_sequences: int = field(default=8, metadata={"help": "held-out sequences per language"})
+    save_every: int = field(default=100, metadata={"help": "checkpoint every N steps"})
+    keep: int = field(default=3, metadata={"help": "checkpoints kept"})
+    parallel: Literal["ddp", "fsdp"] = field(default="ddp", metadata={"help": "data parallelism under torchrun"})
+    activation_checkpointing: bool = field(default=False, metadata={"help": "recompute activations"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile each layer"})
+    # pretraining defaults differ from fine-tuning ones
+    lr: float = field(default=5e-4, metadata={"help": "peak learning rate"})
+    warmup: float = field(default=0.06, metadata={"help": "warm-up: a fraction of the steps if < 1, else steps"})
+    max_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
+    embeddings: Literal["dense", "sparse", "frozen"] = field(
+        default="dense", metadata={"help": "the MLM decoder is tied to the embeddings, so they train densely"})
+    eval_every: int = field(default=100, metadata={"help": "held-out evaluation every N steps"})
+    log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
+
+
+def build_model(cfg: PretrainConfig, tok: Tokenizer) -> Model:
+    """A new MLM model from a preset sized to the tokenizer, or the `init` checkpoint."""
+    if cfg.init:
+        model = load(cfg.init, head="mlm")
+        if model.config.vocab_size != tok.vocab_size:
+            raise XlmrError(f"{cfg.init}: vocabulary {model.config.vocab_size} does not match the tokenizer's "
+                            f"{tok.vocab_size}")
+        return model
+    base = PRESETS[cfg.preset]
+    overrides = {k: getattr(cfg, k) for k in ("num_hidden_layers", "hidden_size") if getattr(cfg, k)}
+    if "hidden_size" in overrides:
+        overrides["intermediate_size"] = 4 * overrides["hidden_size"]
+        overrides["num_attention_heads"] = max(1, overrides["hidden_size"] // 64)
+    special = {name: tok.backend.token_to_id(t) for name, t in
+               (("bos_token_id", "<s>"), ("eos_token_id", "</s>"))}
+    config = replace(base, vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id,
+                     max_position_embeddings=max(base.max_position_embeddings, cfg.seq_len + tok.pad_token_id + 2),
+                     position_embedding_type=cfg.position_embedding_type,
+                     hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                     **{k: v for k, v in special.items() if v is not None}, **overrides)
+    return Model(config, "mlm")
+
+
+def mlm_loss(model, input_ids, index, vocab, seed: int, prob: float, whole_word: bool, world: World):
+    """Cross-entropy over this rank's masked tokens, scaled so the gradient averaged over ranks
+    equals the gradient of the mean over all masked tokens of the global batch."""
+    from .mlm_data import mask_rows
+
+    m = mask_rows(input_ids, index, vocab, seed, prob, whole_word)
+    logits = model(m.input_ids.to(world.device), positions=m.positions.to(world.device))  # (N, V)
+    total = logits.float().new_tensor(float(len(m.targets)))
+    if world.size > 1:
+        dist.all_reduce(total)
+    loss = F.cross_entropy(logits.float(), m.targets.to(world.device), reduction="sum")
+    return loss * world.size / total.clamp(min=1.0)
+
+
+@torch.no_grad()
+def evaluate_mlm(model, valid: dict, vocab, seed: int, prob: float, device) -> dict:
+    """Held-out MLM loss and accuracy, overall and per language (fixed masks)."""
+    from .mlm_data import mask_rows
+
+    out, loss_sum, correct, count = {}, 0.0, 0, 0
+    for lang, (ids, mask) in valid.items():
+        index = torch.arange(len(ids)) + VALID_INDEX
+        m = mask_rows(ids, index, vocab, seed, prob)
+        keep = mask.flatten()[m.positions].bool()  # padded tail of a short language is never scored
+        positions, targets = m.positions[keep], m.targets[keep]
+        if len(targets) == 0:
+            continue
+        logits = model(m.input_ids.to(device), mask.to(device), positions=positions.to(device)).float()
+        loss = F.cross_entropy(logits, targets.to(device), reduction="sum").item()
+        hits = int((logits.argmax(-1).cpu() == targets).sum())
+        out[f"loss_{lang}"] = loss / len(targets)
+        loss_sum, correct, count = loss_sum + loss, correct + hits, count + len(targets)
+    out["loss"] = loss_sum / max(count, 1)
+    out["accuracy"] = correct / max(count, 1)
+    return out
+
+
+def _log(world: World, msg: str) -> None:
+    if world.is_main:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def pretrain(cfg: PretrainConfig) -> dict:
+    """Pretrain (or resume) and write out/final as a checkpoint directory; returns a summary."""
+    from .mlm_data import MaskVocab, PackedStream, validation_set
+
+    if not cfg.data or not cfg.tokenizer:
+        raise XlmrError("pretrain needs --data (from `xlmr data prepare`) and --tokenizer")
+    world = init_distributed()
+    seed_everything(cfg.seed)
+    tok = Tokenizer.from_pretrained(cfg.tokenizer)
+    vocab = MaskVocab.from_tokenizer(tok)
+    stream = PackedStream(cfg.data, cfg.seq_len, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed,
+                          rank=world.rank, world_size=world.size)
+    out = Path(cfg.out)
+    model = build_model(cfg, tok)
+    if world.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        config = config_to_dict(model.config, "mlm")
+        (out / "model_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        (out / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n", encoding="utf-8")
+    model.to(world.device)
+    core = model
+    if cfg.activation_checkpointing:
+        apply_ac(core)
+    if cfg.compile:
+        apply_compile(core)
+    if world.size > 1:
+        model = apply_fsdp(core) if cfg.parallel == "fsdp" else apply_ddp(core, world.device)
+    valid = validation_set(stream.corpus, cfg.seq_len, cfg.eval_sequences)
+    params = sum(p.numel() for p in core.parameters())
+    _log(world, f"xlmr: pretraining {params / 1e6:.1f}M parameters on {len(stream.languages)} languages, "
+                f"world size {world.size} ({cfg.parallel if world.size > 1 else 'single process'}), "
+                f"device {world.device}")
+
+    def batches(epoch):
+        for seqs in stream:
+            yield seqs
+
+    def loss_fn(m, seqs):
+        return mlm_loss(m, seqs.input_ids, seqs.index, vocab, cfg.seed, cfg.mlm_probability, cfg.whole_word, world)
+
+    def evaluate(m):  # every rank runs it: FSDP's forward gathers parameters collectively
+        return evaluate_mlm(core, valid, vocab, cfg.seed, cfg.mlm_probability, world.device)
+
+    ckpt_root = out / "checkpoints"
+
+    def restore(m, optimizers):
+        state = resume.load_latest(ckpt_root, m, optimizers, log=lambda s: _log(world, s))
+        if state is None:
+            return None
+        stream.load_state_dict(state["data"])
+        loop = state["loop"]
+        _log(world, f"xlmr: resumed from step {loop['step']}")
+        return LoopState(**loop)
+
+    def on_step(state: LoopState):
+        if state.step % cfg.save_every == 0 or state.step == cfg.max_steps:
+            resume.save(ckpt_root, state.step, model, state.optimizers,
+                        {"loop": state.state_dict(), "data": stream.state_dict()}, keep=cfg.keep)
+
+    run_cfg = replace(cfg, progress=cfg.progress and world.is_main)
+    result = train(model, batches, loss_fn, run_cfg, evaluate=evaluate,
+                   out_dir=out if world.is_main else None, restore=restore, on_step=on_step)
+    final = export_final(model, core, out / "final", tok_dir=Path(cfg.tokenizer), world=world)
+    evals = [r for r in result.history if "eval_loss" in r]
+    summary = {"steps": result.steps, "seconds": round(result.seconds, 2), "final": str(final),
+               "eval": evals[-1] if evals else None}
+    if world.is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def export_final(model, core: Model, directory: Path, tok_dir: Path, world: World) -> Path:
+    """Gather full weights (works for DDP and FSDP2) and save a checkpoint directory on rank 0."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    from .finetune import copy_tokenizer
+
+    sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if world.is_main:
+        clean = Model(core.config, "mlm")
+        clean.load_state_dict({k: v for k, v in sd.items()}, strict=False)
+        clean.tie_weights()
+        save(clean, directory)
+        copy_tokenizer(tok_dir, directory)
+    return directory
+
+
+def export_checkpoint(run_dir: str, out: str, step: int | None = None) -> Path:
+    """`xlmr export`: a training checkpoint of a run -> an HF directory (XLMRobertaForMaskedLM layout)."""
+    import torch.distributed.checkpoint as dcp
+
+    from .checkpoint import export_hf
+
+    run = Path(run_dir)
+    cfg_file = run / "model_config.json"
+    if not cfg_file.is_file():
+        raise XlmrError(f"{run}: no model_config.json; is this an `xlmr pretrain` output directory?")
+    config, _ = config_from_dict(json.loads(cfg_file.read_text(encoding="utf-8")), str(cfg_file))
+    found = resume.checkpoints(run / "checkpoints")
+    if step is not None:
+        found = [p for p in found if int(p.name[len(resume.PREFIX):]) == step]
+    if not found:
+        raise XlmrError(f"{run}/checkpoints: no checkpoint" + (f" for step {step}" if step is not None else ""))
+    model = Model(config, "mlm")
+    sd = {"model": dict(model.state_dict())}
+    resume._quiet(dcp.load, sd, checkpoint_id=str(found[-1]))
+    model.load_state_dict(sd["model"])
+    model.tie_weights()
+    directory = export_hf(model, out)
+    pretrain_cfg = run / "pretrain_config.json"
+    if pretrain_cfg.is_file():
+        from .finetune import copy_tokenizer
+
+        copy_tokenizer(Path(json.loads(pretrain_cfg.read_text())["tokenizer"]), Path(directory))
+    return Path(directory)
