@@ -14,11 +14,12 @@ from .errors import XlmrError
 from .options import HelpFormatter
 
 # Modules that register subcommands, in --help order.
-COMMAND_MODULES = ["xlmr.commands.checkpoints", "xlmr.commands.demo"]
+COMMAND_MODULES = ["xlmr.commands.checkpoints", "xlmr.commands.tokenizer", "xlmr.commands.demo"]
 
 EXAMPLES = """examples:
   xlmr info path/to/checkpoint
   xlmr convert pytorch_model_dir/ safetensors_dir/
+  xlmr tokenizer train --corpus corpus/ --vocab-size 32000 --alpha 0.3 --out tok/
   xlmr demo
 """
 
