@@ -123,7 +123,11 @@ def train_sentencepiece(lines: list[str], vocab_size: int, character_coverage: f
         if most:
             raise XlmrError(f"{source}: --vocab-size {vocab_size} is larger than this corpus supports "
                             f"(at most {most.group(1)} pieces)") from None
-        raise XlmrError(f"{source}: SentencePiece training failed ({msg[:200]})") from None
+        few = re.search(r"smaller than required_chars\. \d+ vs (\d+)", msg)
+        if few:
+            raise XlmrError(f"{source}: --vocab-size {vocab_size} is smaller than the {few.group(1)} characters "
+                            f"this corpus needs (raise it, or lower --character-coverage)") from None
+        raise XlmrError(f"{source}: SentencePiece training failed ({msg[:300]})") from None
     return writer.getvalue()
 
 

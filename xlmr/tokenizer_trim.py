@@ -34,7 +34,7 @@ def kept_ids(tok: Tokenizer, texts: list[str]) -> list[int]:
     """Sorted ids to keep for `texts`: used pieces, special tokens, single-character pieces seen."""
     keep = used_ids(tok, texts)
     keep.update(tok.all_special_ids)
-    keep.update(t.id for t in tok.backend.get_added_tokens_decoder().values() if t.special)
+    keep.update(i for i, t in tok.backend.get_added_tokens_decoder().items() if t.special)
     chars = set().union(*map(set, texts)) if texts else set()
     if tok.backend.normalizer is not None:  # what the model sees: NFKC, lower-casing...
         chars |= set(tok.backend.normalizer.normalize_str(" ".join(sorted(chars))))
