@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import XlmrError
@@ -29,16 +28,50 @@ ROLES = {"bos_token": ("<s>",), "eos_token": ("</s>",), "unk_token": ("<unk>", "
 STALE_KEYS = ("added_tokens_decoder", "unk_id", "is_local", "local_files_only", "name_or_path")
 
 
-@dataclass
 class Batch:
-    """A batch of encodings, padded to the longest row (lists, not tensors: callers choose)."""
+    """A batch of encodings, padded to the longest row (lists, not tensors: callers choose).
 
-    input_ids: list[list[int]]
-    attention_mask: list[list[int]]
-    word_ids: list[list[int | None]]
-    offsets: list[list[tuple[int, int]]]
-    token_type_ids: list[list[int]]
-    truncated: list[int] = field(default_factory=list)  # per row: tokens cut off by truncation
+    input_ids, attention_mask: (B, T) lists. word_ids (None at special tokens and padding), offsets
+    ((start, end) characters; (0, 0) at padding) and token_type_ids are built from the Rust encodings on
+    first use, since converting offsets costs more than the ids. truncated: per row, tokens cut off.
+    """
+
+    def __init__(self, input_ids: list[list[int]], attention_mask: list[list[int]],
+                 word_ids: list[list[int | None]] | None = None, offsets: list[list[tuple[int, int]]] | None = None,
+                 token_type_ids: list[list[int]] | None = None, truncated: list[int] | None = None, *,
+                 encodings=None):
+        self.input_ids = input_ids
+        self.attention_mask = attention_mask
+        self.truncated = truncated if truncated is not None else [0] * len(input_ids)
+        self._encodings = encodings
+        self._word_ids, self._offsets, self._token_type_ids = word_ids, offsets, token_type_ids
+
+    def _field(self, name: str, have):
+        if have is None and self._encodings is not None:
+            have = [getattr(e, name) for e in self._encodings]
+        return have if have is not None else []
+
+    @property
+    def word_ids(self) -> list[list[int | None]]:
+        self._word_ids = self._field("word_ids", self._word_ids)
+        return self._word_ids
+
+    @property
+    def offsets(self) -> list[list[tuple[int, int]]]:
+        self._offsets = self._field("offsets", self._offsets)
+        return self._offsets
+
+    @property
+    def token_type_ids(self) -> list[list[int]]:
+        self._token_type_ids = self._field("type_ids", self._token_type_ids)
+        return self._token_type_ids
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __repr__(self) -> str:
+        width = len(self.input_ids[0]) if self.input_ids else 0
+        return f"Batch({len(self)} rows x {width} tokens, truncated={sum(1 for t in self.truncated if t)} rows)"
 
     def tensors(self):
         """(input_ids, attention_mask, token_type_ids) as torch.long tensors."""
@@ -139,32 +172,28 @@ class Tokenizer:
         truncated and `Batch.truncated` says by how many tokens.
         """
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        backend = self.backend
+        # Truncate and pad in Rust (in parallel); reset afterwards so `backend` stays a plain tokenizer.
         if max_length:
-            self.backend.enable_truncation(max_length)
-        else:
-            self.backend.no_truncation()
-        encs = self.backend.encode_batch(inputs, is_pretokenized=is_pretokenized, add_special_tokens=True)
-        width = max((len(e.ids) for e in encs), default=0)
-        pad = self.pad_token_id
-        out = Batch([], [], [], [], [], [0] * len(encs))
-        cut_rows = []
-        for i, e in enumerate(encs):
-            ids = e.ids
-            n = len(ids)
-            fill = width - n
-            out.input_ids.append(ids + [pad] * fill)
-            out.attention_mask.append([1] * n + [0] * fill)
-            out.word_ids.append(e.word_ids + [None] * fill)
-            out.offsets.append(e.offsets + [(0, 0)] * fill)
-            out.token_type_ids.append(e.type_ids + [0] * fill)
-            if max_length and n >= max_length:
-                cut_rows.append(i)
-        if cut_rows:  # only rows at the limit can have been cut: count exactly by encoding them in full
-            self.backend.no_truncation()
-            full = self.backend.encode_batch([inputs[i] for i in cut_rows], is_pretokenized=is_pretokenized,
-                                             add_special_tokens=True)
-            for i, f in zip(cut_rows, full):
-                out.truncated[i] = len(f.ids) - len(encs[i].ids)
+            backend.enable_truncation(max_length)
+        backend.enable_padding(pad_id=self.pad_token_id, pad_token=self.pad_token, pad_type_id=0)
+        try:
+            encs = backend.encode_batch(inputs, is_pretokenized=is_pretokenized, add_special_tokens=True)
+            out = Batch([e.ids for e in encs], [e.attention_mask for e in encs], encodings=encs)
+            width = len(out.input_ids[0]) if encs else 0
+            # Only full rows of a batch as wide as max_length can have been cut: count those exactly.
+            cut_rows = [i for i, m in enumerate(out.attention_mask) if m[-1]] if max_length and width >= max_length \
+                else []
+            if cut_rows:
+                backend.no_truncation()
+                backend.no_padding()
+                full = backend.encode_batch([inputs[i] for i in cut_rows], is_pretokenized=is_pretokenized,
+                                            add_special_tokens=True)
+                for i, f in zip(cut_rows, full):
+                    out.truncated[i] = len(f.ids) - width
+        finally:
+            backend.no_truncation()
+            backend.no_padding()
         return out
 
     def save(self, directory: str | os.PathLike) -> Path:
