@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-from ..errors import XlmrError
 from ..options import add_command
 
 
@@ -38,8 +37,6 @@ def register(sub) -> None:
 def run_train(args) -> int:
     from ..tokenizer_train import fertility, format_table, read_corpus, train
 
-    if args.vocab_size < 8:
-        raise XlmrError(f"--vocab-size must be at least 8, got {args.vocab_size}")
     start = time.perf_counter()
     corpus = read_corpus(args.corpus)
     tok, table = train(args.corpus, args.out, args.vocab_size, args.alpha, args.sample_chars,
