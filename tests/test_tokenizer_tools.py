@@ -125,6 +125,8 @@ def test_trim_keeps_outputs_identical(trained, tmp_path, capsys):
 
     texts = [line for lines in keep_langs.values() for line in lines]
     full, cut = tok.encode(texts), small_tok.encode(texts)
+    T = pytest.importorskip("transformers")
+    assert T.AutoTokenizer.from_pretrained(tmp_path / "small")(texts, padding=True)["input_ids"] == cut.input_ids
     old_tokens = [[t for t in tok.convert_ids_to_tokens(row)] for row in full.input_ids]
     assert [small_tok.convert_ids_to_tokens(row) for row in cut.input_ids] == old_tokens  # same pieces
     ids, mask, _ = full.tensors()
