@@ -16,6 +16,7 @@ from .options import HelpFormatter
 # Modules that register subcommands, in --help order.
 COMMAND_MODULES = [
     "xlmr.commands.checkpoints",
+    "xlmr.commands.tokenizer",
     "xlmr.commands.data",
     "xlmr.commands.pretrain",
     "xlmr.commands.finetune",
@@ -25,6 +26,7 @@ COMMAND_MODULES = [
 EXAMPLES = """examples:
   xlmr info path/to/checkpoint
   xlmr convert pytorch_model_dir/ safetensors_dir/
+  xlmr tokenizer train --corpus corpus/ --vocab-size 32000 --alpha 0.3 --out tok/
   xlmr data prepare --corpus corpus/ --tokenizer tok/ --out data/
   xlmr demo
 """
