@@ -238,6 +238,7 @@ def encode_shard(job: tuple) -> dict:
     dtype = np.dtype(dtype_name)
     base = Path(out) / plan.name
     base.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{base}.json").unlink(missing_ok=True)  # an old record must not vouch for files being rewritten
     tmp = f".{os.getpid()}.tmp"
     train = _Part(Path(f"{base}.bin{tmp}"), Path(f"{base}.idx{tmp}"))
     valid = _Part(Path(f"{base}.valid.bin{tmp}"), Path(f"{base}.valid.idx{tmp}"))
