@@ -121,6 +121,8 @@ def test_rerun_skips_finished_shards(tmp_path, corpus_dir, tok_dir):
     assert f"{len(bins) - 1} already finished" in logs[0] and "1 to tokenize" in logs[0]
     changed = [p.name for p in bins if p.stat().st_mtime_ns != mtimes[p]]
     assert changed == ["bbb_Cyrl.00000.bin"]
+    prepare(corpus_dir, tok_dir, tmp_path, workers=1, shard_tokens=10 ** 6, log=logs.append)  # a new plan
+    assert len(list(tmp_path.glob("*/*.bin"))) == 3  # one shard per source; the old shards are gone
 
 
 def test_prepare_errors(tmp_path, tok_dir, corpus_dir, capsys):
@@ -130,8 +132,9 @@ def test_prepare_errors(tmp_path, tok_dir, corpus_dir, capsys):
     with pytest.raises(XlmrError, match=r"xxx_Latn.txt: empty file"):
         prepare(bad, tok_dir, tmp_path / "o1", workers=1, log=lambda s: None)
     (bad / "xxx_Latn.txt").write_bytes(b"good line\nbad \xff line\n")
+    (bad / "yyy_Latn.txt").write_text("fine\n")
     code = main(["data", "prepare", "--corpus", str(bad), "--tokenizer", str(tok_dir), "--out", str(tmp_path / "o2"),
-                 "--workers", "1"])
+                 "--workers", "2"])  # the error crosses the process pool
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "xxx_Latn.txt: line 2, byte 14: not valid UTF-8" in err[0]
 
@@ -156,7 +159,8 @@ def test_truncated_shard_is_detected(tmp_path, corpus_dir, tok_dir):
 
 # --------------------------------------------------------------------------------------------- stream
 
-def test_packing_no_padding_and_document_order(prepared):
+def test_packing_no_padding_and_document_order(prepared, monkeypatch):
+    monkeypatch.setattr("xlmr.mlm_data.MAX_OPEN_SHARDS", 1)  # shards are reopened as the stream moves
     c = PreparedCorpus(prepared)
     T = 16
     s = PackedStream(c, T, 8, seed=1)
@@ -292,6 +296,13 @@ def test_word_start_table_wordpiece(tok_dir):
     assert set(mv.special_ids) == {vocab[s] for s in SPECIALS} and mv.mask_id == vocab["[MASK]"]
 
 
+def test_word_start_table_sentencepiece():
+    from tokenizers import Tokenizer as Backend, models
+
+    backend = Backend(models.Unigram([("<unk>", 0.0), ("▁ab", -1.0), ("c", -2.0), ("▁", -3.0)], unk_id=0))
+    assert word_start_table(backend).tolist() == [False, True, False, True]
+
+
 def test_mask_rows_do_not_depend_on_the_split():
     ids = random_batch(6, 64, seed=4)
     index = torch.arange(100, 106)
@@ -300,3 +311,22 @@ def test_mask_rows_do_not_depend_on_the_split():
         part = mask_rows(ids[r::2], index[r::2], VOCAB, seed=9)
         assert torch.equal(part.input_ids, whole.input_ids[r::2])
     assert whole.positions.tolist() == sorted(whole.positions.tolist())
+
+
+def test_masked_positions_feed_the_mlm_head(prepared, tok_dir):
+    """Stream -> mask_rows -> Model(positions=...) gives the full logits at the masked positions."""
+    from xlmr.model import Config, Model
+
+    tok = Tokenizer.from_pretrained(tok_dir)
+    batch = next(PackedStream(prepared, 16, 4, seed=0))
+    m = mask_rows(batch.input_ids, batch.index, MaskVocab.from_tokenizer(tok), seed=0, whole_word=True)
+    torch.manual_seed(0)
+    cfg = Config(model_type="bert", vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                 num_attention_heads=4, intermediate_size=37, max_position_embeddings=32, type_vocab_size=2,
+                 pad_token_id=tok.pad_token_id, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    model = Model(cfg, head="mlm").eval()
+    with torch.no_grad():
+        sparse = model(m.input_ids, positions=m.positions)  # (N, V)
+        full = model(m.input_ids).reshape(-1, cfg.vocab_size)[m.positions]
+    assert sparse.shape == (len(m.targets), cfg.vocab_size) and len(m.targets) > 0
+    torch.testing.assert_close(sparse, full)

@@ -238,6 +238,7 @@ def encode_shard(job: tuple) -> dict:
     dtype = np.dtype(dtype_name)
     base = Path(out) / plan.name
     base.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{base}.json").unlink(missing_ok=True)  # an old record must not vouch for files being rewritten
     tmp = f".{os.getpid()}.tmp"
     train = _Part(Path(f"{base}.bin{tmp}"), Path(f"{base}.idx{tmp}"))
     valid = _Part(Path(f"{base}.valid.bin{tmp}"), Path(f"{base}.valid.idx{tmp}"))
@@ -361,8 +362,10 @@ def prepare(corpus, tokenizer, out, *, alpha: float = 0.3, workers: int | None =
     tok_file = tok_dir / "tokenizer.json"
     sha = file_sha256(tok_file)
     manifest_file = out / "manifest.json"
+    old_languages = []
     if manifest_file.is_file():
         old = read_manifest(out)
+        old_languages = list(old.get("languages", {}))
         if old.get("tokenizer_sha256") != sha:
             raise XlmrError(f"{manifest_file}: prepared with another tokenizer (sha256 "
                             f"{str(old.get('tokenizer_sha256'))[:12]}, --tokenizer {tok_file} has {sha[:12]}); "
@@ -389,7 +392,7 @@ def prepare(corpus, tokenizer, out, *, alpha: float = 0.3, workers: int | None =
 
     manifest = build_manifest(plans, records, tok, sha, dtype_name, alpha, valid_fraction, shard_tokens)
     atomic_write_text(manifest_file, json.dumps(manifest, indent=1) + "\n")
-    _remove_stale(out, plans)
+    _remove_stale(out, plans, old_languages)
     log(format_table(manifest, alpha))
     return manifest
 
@@ -449,11 +452,14 @@ def build_manifest(plans, records, tok, sha, dtype_name, alpha, valid_fraction, 
             "shard_tokens": shard_tokens, "languages": {n: languages[n] for n in names}}
 
 
-def _remove_stale(out: Path, plans: list[ShardPlan]) -> None:
-    """Delete shard files of an earlier plan (changed source or shard size) that the manifest no longer lists."""
+def _remove_stale(out: Path, plans: list[ShardPlan], old_languages) -> None:
+    """Delete shard files of an earlier plan (changed source or shard size) that the manifest no
+    longer lists, in language folders of this plan or of the previous manifest only."""
     keep = {p.name for p in plans}
     pattern = re.compile(r"^(.+\.\d{5})\.(bin|idx|json)$")
-    for d in {p.lang for p in plans} | {x.name for x in out.iterdir() if x.is_dir()}:
+    for d in {p.lang for p in plans} | set(old_languages):
+        if not (out / d).is_dir():
+            continue
         for f in (out / d).glob("*.*"):
             m = pattern.match(f.name)
             if m and f"{d}/{m.group(1)}" not in keep:

@@ -17,6 +17,7 @@ also independent of W and needs no RNG state in checkpoints.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +29,7 @@ from .corpus import read_manifest, sampling_probs
 from .errors import XlmrError
 
 DRAW_BLOCK = 4096  # language draws per RNG block
+MAX_OPEN_SHARDS = 256
 
 
 class PreparedCorpus:
@@ -48,7 +50,7 @@ class PreparedCorpus:
             self._shards.append(shards)
             self._ends.append(np.cumsum([s["train_tokens"] for s in shards], dtype=np.int64))
         self.train_tokens = np.array([e[-1] if len(e) else 0 for e in self._ends], dtype=np.int64)
-        self._maps: dict[str, np.memmap] = {}
+        self._maps: OrderedDict[str, np.memmap] = OrderedDict()  # LRU: each mmap holds a file descriptor
 
     def _check(self, shard: dict) -> None:
         for ext, want in (("bin", shard["tokens"] * self.dtype.itemsize), ("idx", (shard["docs"] + 1) * 8)):
@@ -59,8 +61,12 @@ class PreparedCorpus:
                                 f"bytes (rerun `xlmr data prepare`)")
 
     def _map(self, name: str) -> np.memmap:
-        if name not in self._maps:
+        if name in self._maps:
+            self._maps.move_to_end(name)
+        else:
             self._maps[name] = np.memmap(self.path / f"{name}.bin", dtype=self.dtype, mode="r")
+            if len(self._maps) > MAX_OPEN_SHARDS:
+                self._maps.popitem(last=False)
         return self._maps[name]
 
     def documents(self, lang: str, shard: int = 0) -> tuple[np.ndarray, np.ndarray]:
