@@ -184,7 +184,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         return LoopState(**loop)
 
     def on_step(state: LoopState):
-        if state.step % cfg.save_every == 0 or state.step == cfg.max_steps:
+        if state.step % cfg.save_every == 0 or state.finished:
             resume.save(ckpt_root, state.step, model, state.optimizers,
                         {"loop": state.state_dict(), "data": stream.state_dict()}, keep=cfg.keep)
 

@@ -41,6 +41,7 @@ class TrainConfig:
     layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay factor (1: off)"})
     embeddings: Literal["dense", "sparse", "frozen"] = field(
         default="sparse", metadata={"help": "how the word-embedding matrix trains"})
+    max_minutes: float = field(default=0.0, metadata={"help": "stop after this much wall time (0: off)"})
     eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: each epoch)"})
     patience: int = field(default=0, metadata={"help": "early stopping after N evaluations without gain (0: off)"})
     log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
@@ -272,9 +273,15 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
             if evaluate and eval_every and (state.step % eval_every == 0 or state.step == total):
                 stopped_early = _evaluate(model, evaluate, metric, on_best, state, log, cfg)
                 model.train()
+            if cfg.max_minutes and _out_of_time(start, cfg.max_minutes):
+                total = state.step  # the run ends here: evaluate, checkpoint and export as at the end
+                if evaluate and eval_every:
+                    _evaluate(model, evaluate, metric, on_best, state, log, cfg)
+                    model.train()
+            state.finished = state.step >= total or stopped_early
             if on_step:
                 on_step(state)
-            if state.step >= total or stopped_early:
+            if state.finished:
                 break
         else:
             state.epoch += 1
@@ -308,6 +315,14 @@ def _evaluate(model, evaluate, metric, on_best, state: "LoopState", log: JsonlLo
     return bool(cfg.patience) and state.bad_evals >= cfg.patience
 
 
+def _out_of_time(start: float, minutes: float) -> bool:
+    """Whether the wall-time budget is spent; all ranks agree (rank 0's clock decides)."""
+    over = torch.tensor([float(time.perf_counter() - start > 60 * minutes)])
+    if torch.distributed.is_initialized():
+        torch.distributed.broadcast(over, src=0)
+    return bool(over.item())
+
+
 def _count_tokens(batch) -> int:
     if hasattr(batch, "input_ids") and not isinstance(batch, dict):  # packed sequences: no padding
         return int(batch.input_ids.numel())
@@ -338,6 +353,7 @@ class LoopState:
     best_metric: float | None = None
     best_step: int | None = None
     bad_evals: int = 0
+    finished: bool = False  # set on the last step, before on_step
     scheduler_states: list = field(default_factory=list)
     optimizers: list = field(default_factory=list, repr=False)
     schedulers: list = field(default_factory=list, repr=False)
