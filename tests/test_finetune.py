@@ -262,3 +262,13 @@ def test_set_threads():
         assert 1 <= set_threads(0) <= max(1, __import__("os").cpu_count())
     finally:
         torch.set_num_threads(before)
+
+
+def test_classify_truncation_warns_once_as_one_line(data, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "xlmr", "finetune", "--model", str(data / "tiny"), "--task", "classify",
+                           "--train", str(data / "train.tsv"), "--max-length", "6", "--max-steps", "1",
+                           "--out", str(tmp_path / "o"), *FAST], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert len(warned) == 1 and warned[0].startswith("xlmr: warning: 120 of 120 examples were longer than "
+                                                     "max_length=6 and were truncated (up to"), proc.stderr
