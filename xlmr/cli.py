@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from .errors import XlmrError
 from .options import HelpFormatter
@@ -46,8 +47,15 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> str:
+    """Warnings meet the user as one line, like errors (no source file and code line)."""
+    kind = "" if category is UserWarning else f" ({category.__name__})"
+    return f"xlmr: warning{kind}: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `xlmr` script; returns the exit code."""
+    warnings.formatwarning = _one_line_warning
     p = parser()
     args = p.parse_args(argv)
     if not hasattr(args, "func"):

@@ -15,7 +15,7 @@ from .batching import length_grouped_batches
 from .checkpoint import load, resolve, save
 from .errors import XlmrError
 from .tokenizer import Tokenizer
-from .train import TrainConfig, apply_embedding_mode, seed_everything, train
+from .train import TrainConfig, apply_embedding_mode, seed_everything, set_threads, train
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "sentencepiece.bpe.model")
@@ -42,6 +42,7 @@ class FinetuneConfig(TrainConfig):
     text_pair_column: str | None = field(default=None, metadata={"help": "classify: second text column"})
     label_column: str | None = field(default=None, metadata={"help": "classify: label column"})
     scheme: str = field(default="auto", metadata={"help": "ner tag scheme: auto, IOB1, IOB2, BIOES"})
+    threads: int = field(default=0, metadata={"help": "CPU threads (0: the cores the load leaves idle)"})
 
 
 def parse_tests(specs: list[str]) -> dict[str, str]:
@@ -83,7 +84,7 @@ def _limit(items: list, n: int) -> list:
 
 def finetune(cfg: FinetuneConfig) -> dict:
     """Train on `cfg.train`, keep the best dev checkpoint in out/best, evaluate every test set."""
-    from .tasks import get_task, run_model
+    from .tasks import IGNORE, get_task, run_model
 
     if not cfg.model or not cfg.train:
         raise XlmrError("finetune needs --model and --train")
@@ -100,6 +101,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
         task.check_labels(examples)
 
     device = device_of()
+    threads = set_threads(cfg.threads) if device.type == "cpu" else 0
     model = load(src, head=task.head, id2label=task.id2label).to(device)
     apply_embedding_mode(model, cfg.embeddings)
     features = task.encode(train_ex, tok, cfg.max_length, cfg.stride)
@@ -112,6 +114,11 @@ def finetune(cfg: FinetuneConfig) -> dict:
             yield {k: v.to(device) for k, v in task.collate([features[i] for i in idx], tok.pad_token_id).items()}
 
     def loss_fn(m, b):
+        if task.head == "token":  # only labelled rows reach the loss: skip the last layer's work elsewhere
+            labels = b["labels"].reshape(-1)
+            at = labels.ne(IGNORE).nonzero().squeeze(1)
+            logits = m(b["input_ids"], b["attention_mask"], b["token_type_ids"], positions=at)  # (N, C)
+            return task.loss(logits, {"labels": labels.index_select(0, at)})
         return task.loss(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b)
 
     out = Path(cfg.out)
@@ -126,7 +133,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         save_finetuned(m, best_dir, src, cfg)
 
     print(f"xlmr: {cfg.task} on {len(train_ex)} examples ({len(features)} rows), {len(task.labels)} labels, "
-          f"{steps_per_epoch} steps/epoch, device {device}", file=sys.stderr)
+          f"{steps_per_epoch} steps/epoch, device {device}" + (f", {threads} threads" if threads else ""),
+          file=sys.stderr)
     result = train(model, batches, loss_fn, cfg, steps_per_epoch=steps_per_epoch,
                    evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out)
     if not dev_ex:

@@ -230,8 +230,11 @@ class Attention(nn.Module):
         self.self = SelfAttention(config)  # the name `self` mirrors HF's checkpoint paths
         self.output = SelfOutput(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.output(self.self(x, mask), x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.self(x, mask)  # (B, T, D)
+        if positions is not None:  # keep only the rows whose outputs are used: (N, D)
+            h, x = (t.reshape(-1, t.shape[-1]).index_select(0, positions) for t in (h, x))
+        return self.output(h, x)
 
 
 class Intermediate(nn.Module):
@@ -262,8 +265,10 @@ class Layer(nn.Module):
         self.intermediate = Intermediate(config)
         self.output = Output(config)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        x = self.attention(x, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); with flat `positions` (indices into B*T) -> (N, D): keys and values
+        still come from every token, but the output projection and the FFN run only at `positions`."""
+        x = self.attention(x, mask, positions)
         return self.output(self.intermediate(x), x)
 
 
@@ -272,9 +277,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        for layer in self.layer:
-            x = layer(x, mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        last = len(self.layer) - 1
+        for i, layer in enumerate(self.layer):
+            # Only the last layer can skip rows: earlier layers feed every token's keys and values.
+            x = layer(x, mask, positions) if positions is not None and i == last else layer(x, mask)
         return x
 
 
@@ -310,10 +317,13 @@ class EncoderModel(nn.Module):
         return bias.masked_fill(~keep, torch.finfo(dtype).min)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+                token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """-> (B, T, D), or (N, D) at the flat `positions` (indices into B*T)."""
         x = self.embeddings(input_ids, token_type_ids)
         mask = self.attention_mask(attention_mask, input_ids.shape[1], x.device, x.dtype)
-        return self.encoder(x, mask)
+        if positions is not None and not len(self.encoder.layer):
+            return x.reshape(-1, x.shape[-1]).index_select(0, positions)
+        return self.encoder(x, mask, positions)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,9 +394,10 @@ class Model(nn.Module):
     """An encoder with one head. `head` is 'base', 'mlm', 'sequence' or 'token'.
 
     forward(input_ids, attention_mask=None, token_type_ids=None, positions=None) -> Tensor:
-      base: hidden states (B, T, D); mlm: logits (B, T, V), or (N, V) at the flat `positions`
-      (indices into B*T) so the vocabulary projection runs only where it is needed;
-      sequence: (B, num_labels); token: (B, T, num_labels).
+      base: hidden states (B, T, D); mlm: logits (B, T, V); sequence: (B, num_labels);
+      token: (B, T, num_labels). With flat `positions` (indices into B*T; base, mlm and token heads)
+      the output is (N, ...) at those rows only, and the last layer's output projection, FFN and the
+      head run only there: the same values, without the work for rows nobody reads (training loss).
     """
 
     def __init__(self, config: Config, head: HeadType = "base"):
@@ -450,12 +461,12 @@ class Model(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
         enc = self.encoder_model
-        h = enc(input_ids, attention_mask, token_type_ids)  # (B, T, D)
+        if positions is not None and self.head == "sequence":
+            raise ValueError("positions apply to per-token heads (base, mlm, token), not 'sequence'")
+        h = enc(input_ids, attention_mask, token_type_ids, positions)  # (B, T, D) or (N, D)
         if self.head == "base":
             return h
         if self.head == "mlm":
-            if positions is not None:
-                h = h.reshape(-1, h.shape[-1]).index_select(0, positions)  # (N, D)
             return self.mlm_head(h)
         if self.head == "sequence":
             if self.config.family == "bert":

@@ -55,8 +55,8 @@ def apply_ac(model: nn.Module) -> None:
     for layer in model.encoder_model.encoder.layer:
         forward = layer.forward
 
-        def wrapped(x, mask, _forward=forward):
-            return checkpoint(_forward, x, mask, use_reentrant=False)
+        def wrapped(x, mask, positions=None, _forward=forward):
+            return checkpoint(_forward, x, mask, positions, use_reentrant=False)
 
         layer.forward = wrapped
 

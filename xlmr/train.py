@@ -57,6 +57,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_threads(threads: int = 0) -> int:
+    """Set torch's CPU thread count and return it. 0 picks it from the load: on a machine whose
+    cores are already busy, extra OpenMP threads wait on each other at every op (a step can run 3x
+    slower with 2 threads than with 1 on a loaded 2-core machine), so use only the idle cores."""
+    if threads <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        threads = max(1, cores - int(busy + 0.5))
+    torch.set_num_threads(threads)
+    return threads
+
+
 def rng_state() -> dict:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
@@ -115,9 +127,13 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opt
         raise XlmrError("no trainable parameters: every parameter is frozen")
     opts: list[torch.optim.Optimizer] = []
     if groups:
+        # The fused kernel (one pass over each tensor) is several times faster than foreach on CPU and
+        # CUDA; it needs floating-point parameters on one of those devices.
+        dense = [p for ps in groups.values() for p in ps]
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in dense)
         opts.append(torch.optim.AdamW([{"params": ps, "weight_decay": d, "lr": cfg.lr * s}
                                        for (d, s), ps in groups.items()], lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8,
-                                      foreach=True))
+                                      **({"fused": True} if fused else {"foreach": True})))
     if sparse:
         scale = cfg.layer_decay ** (num_layers + 1)
         opts.append(torch.optim.SparseAdam(sparse, lr=cfg.lr * scale))

@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/evaluate", help="where results.json and report.md go")
     p.add_argument("--task", default=None, help="task, if the model directory does not say")
     p.add_argument("--max-eval", type=int, default=0, help="only the first N examples per set (0: all)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the cores the load leaves idle)")
     p.set_defaults(func=run_evaluate)
 
     p = add_command(sub, "predict", "predict labels or entities for text lines or JSONL",
@@ -32,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=256, help="texts per model call")
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8 dynamic quantization")
     p.add_argument("--task", default=None, help="task, if the model directory does not say")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the cores the load leaves idle)")
     p.set_defaults(func=run_predict)
 
 
@@ -47,7 +49,9 @@ def run_finetune(args) -> int:
 
 def run_evaluate(args) -> int:
     from ..finetune import evaluate_model
+    from ..train import set_threads
 
+    set_threads(args.threads)
     evaluate_model(args.model, args.test, args.out, args.task, args.max_eval)
     print(f"wrote {args.out}/results.json and {args.out}/report.md")
     return 0
@@ -55,7 +59,9 @@ def run_evaluate(args) -> int:
 
 def run_predict(args) -> int:
     from ..predict import predict_file
+    from ..train import set_threads
 
+    set_threads(args.threads)
     n = predict_file(args.model, args.input, args.output, args.batch, args.quantize, args.task)
     print(f"wrote {n} predictions to {args.output}")
     return 0
