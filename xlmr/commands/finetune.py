@@ -22,6 +22,7 @@ def register(sub) -> None:
     p.add_argument("--out", default="runs/evaluate", help="where results.json and report.md go")
     p.add_argument("--task", default=None, help="task, if the model directory does not say")
     p.add_argument("--max-eval", type=int, default=0, help="only the first N examples per set (0: all)")
+    p.add_argument("--language-adapter", nargs="+", default=[], help="MAD-X: LANG=DIR language adapter per test set")
     p.set_defaults(func=run_evaluate)
 
     p = add_command(sub, "predict", "predict labels or entities for text lines or JSONL",
@@ -48,7 +49,7 @@ def run_finetune(args) -> int:
 def run_evaluate(args) -> int:
     from ..finetune import evaluate_model
 
-    evaluate_model(args.model, args.test, args.out, args.task, args.max_eval)
+    evaluate_model(args.model, args.test, args.out, args.task, args.max_eval, args.language_adapter)
     print(f"wrote {args.out}/results.json and {args.out}/report.md")
     return 0
 
