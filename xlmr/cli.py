@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "xlmr.commands.data",
     "xlmr.commands.pretrain",
     "xlmr.commands.finetune",
+    "xlmr.commands.adapters",
     "xlmr.commands.demo",
 ]
 

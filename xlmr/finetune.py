@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from .batching import length_grouped_batches
-from .checkpoint import load, resolve, save
+from .checkpoint import load, resolve
 from .errors import XlmrError
+from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
 from .tokenizer import Tokenizer
 from .train import TrainConfig, apply_embedding_mode, seed_everything, set_threads, train
 
@@ -23,7 +24,7 @@ TASK_FILE = "xlmr_task.json"
 
 
 @dataclass
-class FinetuneConfig(TrainConfig):
+class FinetuneConfig(PeftOptions, TrainConfig):
     """What `xlmr finetune` takes: data, task and model options on top of TrainConfig."""
 
     model: str = field(default="", metadata={"help": "checkpoint directory or hub name"})
@@ -104,6 +105,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     threads = set_threads(cfg.threads) if device.type == "cpu" else 0
     model = load(src, head=task.head, id2label=task.id2label).to(device)
     apply_embedding_mode(model, cfg.embeddings)
+    method = apply_method(model, cfg)  # which parameters train; the loop below is the same for all
     features = task.encode(train_ex, tok, cfg.max_length, cfg.stride)
     lengths = [len(f) for f in features]
     plan = lambda epoch: length_grouped_batches(lengths, cfg.batch_size, cfg.max_tokens, cfg.seed, epoch)
@@ -140,28 +142,33 @@ def finetune(cfg: FinetuneConfig) -> dict:
     if not dev_ex:
         save_finetuned(model, best_dir, src, cfg)
     summary = {"steps": result.steps, "train_seconds": round(result.seconds, 2), "best_dev": result.best_metric,
-               "best_step": result.best_step, "model": str(best_dir)}
+               "best_step": result.best_step, "model": str(best_dir), **method.report(result, best_dir)}
     if tests:
-        best = load(best_dir).to(device)
-        summary["test"] = evaluate_sets(best, tok, task, tests, out, cfg.max_length, cfg.stride)
+        best = load_model(best_dir, cfg.language_adapter).to(device)
+        summary["test"] = evaluate_sets(best, tok, task, tests, out, cfg.max_length, cfg.stride,
+                                        switch=language_switch(best))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
 
 def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg) -> None:
     """HF checkpoint + tokenizer files + the task options evaluate/predict need."""
-    save(model, directory)
+    save_weights(model, directory, cfg)  # full checkpoint, or only what the PEFT method trained
     copy_tokenizer(tokenizer_src, directory)
     info = {"task": cfg.task, "options": task_options(cfg), "max_length": cfg.max_length, "stride": cfg.stride}
     (directory / TASK_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
-def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_length: int, stride: int) -> dict:
-    """Evaluate each language: print the table, write results.json, report.md and PNGs."""
+def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_length: int, stride: int,
+                  switch=None) -> dict:
+    """Evaluate each language: print the table, write results.json, report.md and PNGs.
+    `switch(lang)`, if given, runs before each language (swaps in its MAD-X language adapter)."""
     from .tasks import evaluate, format_table, write_results
 
     results, reports = {}, {}
     for lang, examples in tests.items():
+        if switch:
+            switch(lang)
         t0 = time.perf_counter()
         preds, metrics = evaluate(model, task, examples, tok, max_length, stride)
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
@@ -188,13 +195,13 @@ def load_task_info(model_dir: Path, task_name: str | None) -> dict:
 
 
 def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str | None = None,
-                   max_eval: int = 0) -> dict:
+                   max_eval: int = 0, language_adapters: list[str] = ()) -> dict:
     """`xlmr evaluate`: one row per language plus the average; results.json and report.md in `out`."""
     from .tasks import get_task
 
     directory = resolve(model_path)
     info = load_task_info(directory, task_name)
-    model = load(directory).to(device_of())
+    model = load_model(directory, language_adapters).to(device_of())
     task = get_task(info["task"], **info.get("options", {}))
     task.set_labels(model.config.id2label)
     tok = Tokenizer.from_pretrained(directory)
@@ -203,7 +210,8 @@ def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str |
         task.check_labels(examples)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return evaluate_sets(model, tok, task, sets, out_dir, info.get("max_length", 128), info.get("stride", 32))
+    return evaluate_sets(model, tok, task, sets, out_dir, info.get("max_length", 128), info.get("stride", 32),
+                         switch=language_switch(model))
 
 
 def config_dict(cfg) -> dict:

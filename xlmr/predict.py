@@ -10,6 +10,7 @@ import torch
 
 from .checkpoint import load, resolve
 from .errors import XlmrError
+from .peft_methods import load_model
 from .tokenizer import Tokenizer
 
 
@@ -22,7 +23,7 @@ class Predictor:
 
         directory = resolve(model_path)
         info = load_task_info(directory, task)
-        self.model = load(directory)
+        self.model = load_model(directory)  # a checkpoint, or base + adapter directory
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if quantize == "int8":
             self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
