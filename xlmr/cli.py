@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "xlmr.commands.pretrain",
     "xlmr.commands.finetune",
     "xlmr.commands.demo",
+    "xlmr.commands.serve",
 ]
 
 EXAMPLES = """examples:

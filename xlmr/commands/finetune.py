@@ -31,6 +31,7 @@ def register(sub) -> None:
     p.add_argument("--output", required=True, help="JSONL output file")
     p.add_argument("--batch", type=int, default=256, help="texts per model call")
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8 dynamic quantization")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="PyTorch or onnxruntime")
     p.add_argument("--task", default=None, help="task, if the model directory does not say")
     p.set_defaults(func=run_predict)
 
@@ -56,6 +57,6 @@ def run_evaluate(args) -> int:
 def run_predict(args) -> int:
     from ..predict import predict_file
 
-    n = predict_file(args.model, args.input, args.output, args.batch, args.quantize, args.task)
+    n = predict_file(args.model, args.input, args.output, args.batch, args.quantize, args.task, args.backend)
     print(f"wrote {n} predictions to {args.output}")
     return 0
