@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "xlmr.commands.finetune",
     "xlmr.commands.adapters",
     "xlmr.commands.demo",
+    "xlmr.commands.serve",
 ]
 
 EXAMPLES = """examples:

@@ -5,31 +5,26 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-
 import torch
 
-from .checkpoint import load, resolve
+from .checkpoint import resolve
 from .errors import XlmrError
-from .peft_methods import load_model
 from .tokenizer import Tokenizer
 
 
 class Predictor:
     """Load a fine-tuned model once; call it on a list of texts."""
 
-    def __init__(self, model_path: str, task: str | None = None, quantize: str = "none", device: str | None = None):
+    def __init__(self, model_path: str, task: str | None = None, quantize: str = "none", device: str | None = None,
+                 backend: str = "torch"):
         from .finetune import load_task_info
+        from .onnx_export import load_backend
         from .tasks import get_task
 
         directory = resolve(model_path)
         info = load_task_info(directory, task)
-        self.model = load_model(directory)  # a checkpoint, or base + adapter directory
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if quantize == "int8":
-            self.model = torch.ao.quantization.quantize_dynamic(self.model, {torch.nn.Linear}, dtype=torch.qint8)
-        elif quantize != "none":
-            raise XlmrError(f"unknown --quantize {quantize!r}; expected none or int8")
-        self.model.to(self.device).eval()
+        self.model = load_backend(directory, backend, quantize, device)  # torch or onnxruntime, fp32 or int8
+        self.device = next(self.model.parameters()).device
         self.task = get_task(info["task"], **info.get("options", {}))
         self.task.set_labels(self.model.config.id2label)
         self.tokenizer = Tokenizer.from_pretrained(directory)
@@ -85,11 +80,11 @@ def read_inputs(path: str) -> tuple[list[str], list[str] | None]:
 
 
 def predict_file(model: str, input_path: str, output: str, batch: int = 256, quantize: str = "none",
-                 task: str | None = None) -> int:
+                 task: str | None = None, backend: str = "torch") -> int:
     """Predict every input line and write JSONL (atomically). Returns the number of predictions."""
     import os
 
-    predictor = Predictor(model, task=task, quantize=quantize)
+    predictor = Predictor(model, task=task, quantize=quantize, backend=backend)
     texts, pairs = read_inputs(input_path)
     out = Path(output)
     out.parent.mkdir(parents=True, exist_ok=True)

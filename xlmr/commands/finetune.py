@@ -33,6 +33,7 @@ def register(sub) -> None:
     p.add_argument("--output", required=True, help="JSONL output file")
     p.add_argument("--batch", type=int, default=256, help="texts per model call")
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8 dynamic quantization")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="PyTorch or onnxruntime")
     p.add_argument("--task", default=None, help="task, if the model directory does not say")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the cores the load leaves idle)")
     p.set_defaults(func=run_predict)
@@ -63,6 +64,6 @@ def run_predict(args) -> int:
     from ..train import set_threads
 
     set_threads(args.threads)
-    n = predict_file(args.model, args.input, args.output, args.batch, args.quantize, args.task)
+    n = predict_file(args.model, args.input, args.output, args.batch, args.quantize, args.task, args.backend)
     print(f"wrote {n} predictions to {args.output}")
     return 0

@@ -1,0 +1,341 @@
+"""`xlmr serve`: a fine-tuned model behind HTTP, with micro-batching, limits and graceful shutdown.
+
+Endpoints: POST /v1/predict {"texts": [...]}, GET /healthz, GET /metrics (Prometheus), GET / (web page).
+
+Requests wait in one queue; a single worker thread takes up to `max_batch` texts at a time, waiting at
+most `max_wait_ms` after the oldest request for others to join, and runs the model. One thread,
+because the tokenizer and the model are not safe to call concurrently, and because a batched call
+uses the cores better than concurrent small ones.
+
+Shutdown: the first SIGTERM/SIGINT turns the server to draining. New predict requests get 503 at once
+(with Connection: close); requests already accepted finish; then uvicorn stops. A second signal
+stops at once.
+"""
+
+import asyncio
+import collections
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .errors import XlmrError
+
+STATIC = Path(__file__).parent / "static"
+DRAIN_CAP = 64 << 20  # bytes of an oversized body read and dropped so the client sees the 413
+
+
+@dataclass
+class ServeConfig:
+    """What `xlmr serve` takes."""
+
+    model: str = field(default="", metadata={"help": "fine-tuned model directory (torch or exported ONNX)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
+    port: int = field(default=8000, metadata={"help": "TCP port"})
+    backend: Literal["torch", "onnx"] = field(default="torch", metadata={"help": "inference back-end"})
+    quantize: Literal["none", "int8"] = field(default="none", metadata={"help": "int8 dynamic quantization"})
+    task: str | None = field(default=None, metadata={"help": "task, if the model directory does not say"})
+    max_batch: int = field(default=32, metadata={"help": "texts per model call"})
+    max_wait_ms: float = field(default=5.0, metadata={"help": "how long a batch waits for more requests"})
+    max_texts: int = field(default=64, metadata={"help": "texts per request (more: 413)"})
+    max_chars: int = field(default=2000, metadata={"help": "characters per text (more: 413)"})
+    max_queue: int = field(default=1024, metadata={"help": "requests waiting (more: 429)"})
+    max_body: int = field(default=1 << 20, metadata={"help": "request body bytes (more: 413)"})
+    timeout: float = field(default=10.0, metadata={"help": "seconds a request may wait for its result (then 504)"})
+
+    def __post_init__(self):
+        for name in ("port", "max_batch", "max_texts", "max_chars", "max_queue", "max_body"):
+            if getattr(self, name) < (0 if name == "port" else 1):
+                raise XlmrError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.max_wait_ms < 0 or self.timeout <= 0:
+            raise XlmrError("--max-wait-ms must be >= 0 and --timeout > 0")
+
+
+class ApiError(Exception):
+    """An HTTP error with a one-line message, sent as {"error": message}."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Metrics:
+    """Prometheus metrics in a registry of their own (one per app, so tests can build many)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("xlmr_requests", "predict requests by HTTP status", ["code"], registry=r)
+        self.errors = Counter("xlmr_errors", "predict requests answered with an error, by status", ["code"],
+                              registry=r)
+        self.texts = Counter("xlmr_texts", "texts predicted", registry=r)
+        self.latency = Histogram("xlmr_request_latency_seconds", "predict request latency", registry=r,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.batch = Histogram("xlmr_batch_size", "texts per model call", registry=r,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.queue = Gauge("xlmr_queue_depth", "requests waiting for the model", registry=r)
+        self.inflight = Gauge("xlmr_inflight_requests", "predict requests being handled", registry=r)
+
+    def render(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+@dataclass
+class Job:
+    texts: list[str]
+    future: asyncio.Future
+    arrived: float
+    dropped: bool = False  # timed out before the worker took it
+
+
+class Batcher:
+    """The request queue and the worker that runs `predict(texts) -> results` on micro-batches."""
+
+    def __init__(self, predict, max_batch: int, max_wait: float, max_queue: int, metrics: Metrics):
+        self.predict, self.max_batch, self.max_wait, self.max_queue = predict, max_batch, max_wait, max_queue
+        self.metrics = metrics
+        self.queue: collections.deque[Job] = collections.deque()
+        self.wake = asyncio.Event()
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="xlmr-model")
+        self.busy = False
+
+    def idle(self) -> bool:
+        return not self.queue and not self.busy
+
+    async def submit(self, texts: list[str], timeout: float) -> list[dict]:
+        if len(self.queue) >= self.max_queue:
+            raise ApiError(429, f"queue full ({self.max_queue} requests waiting); retry later")
+        job = Job(texts, asyncio.get_running_loop().create_future(), time.monotonic())
+        self.queue.append(job)
+        self.metrics.queue.set(len(self.queue))
+        self.wake.set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+        except asyncio.TimeoutError:
+            job.dropped = True
+            raise ApiError(504, f"no result within {timeout:g} s") from None
+
+    def _take(self) -> list[Job]:
+        """Pop jobs while they fit in max_batch texts (the first job always goes, however large)."""
+        jobs, n = [], 0
+        while self.queue:
+            job = self.queue[0]
+            if job.dropped:
+                self.queue.popleft()
+                continue
+            if jobs and n + len(job.texts) > self.max_batch:
+                break
+            jobs.append(self.queue.popleft())
+            n += len(job.texts)
+        self.metrics.queue.set(len(self.queue))
+        return jobs
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            live = [j for j in self.queue if not j.dropped]
+            if not live:
+                self.queue.clear()
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            # wait for company until the batch is full or the oldest request has waited max_wait
+            deadline = live[0].arrived + self.max_wait
+            while sum(len(j.texts) for j in self.queue) < self.max_batch and loop.time() < deadline:
+                self.wake.clear()
+                try:
+                    await asyncio.wait_for(self.wake.wait(), deadline - loop.time())
+                except asyncio.TimeoutError:
+                    break
+            jobs = self._take()
+            if not jobs:
+                continue
+            texts = [t for j in jobs for t in j.texts]
+            self.busy = True
+            try:
+                results = await loop.run_in_executor(self.executor, self.predict, texts)
+            except Exception as e:  # one bad batch fails its requests, not the server
+                for j in jobs:
+                    if not j.future.done():
+                        j.future.set_exception(e)
+                continue
+            finally:
+                self.busy = False
+            self.metrics.batch.observe(len(texts))
+            self.metrics.texts.inc(len(texts))
+            k = 0
+            for j in jobs:
+                if not j.future.done():
+                    j.future.set_result(results[k:k + len(j.texts)])
+                k += len(j.texts)
+
+
+def parse_texts(body: bytes, cfg: ServeConfig) -> list[str]:
+    """The request's texts, validated: 400 bad JSON, 422 wrong shape or types, 413 over the limits."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ApiError(400, f"request body is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(data, dict) or "texts" not in data:
+        raise ApiError(422, 'expected a JSON object {"texts": [string, ...]}')
+    texts = data["texts"]
+    if not isinstance(texts, list):
+        raise ApiError(422, f'"texts" must be a list of strings, got {type(texts).__name__}')
+    if len(texts) > cfg.max_texts:
+        raise ApiError(413, f"too many texts: {len(texts)} > {cfg.max_texts} per request")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise ApiError(422, f"texts[{i}] must be a string, got {type(t).__name__}")
+        if len(t) > cfg.max_chars:
+            raise ApiError(413, f"texts[{i}] is too long: {len(t)} > {cfg.max_chars} characters")
+    return texts
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The body, or 413 past `limit` bytes (after reading and dropping the rest, up to DRAIN_CAP)."""
+    size = request.headers.get("content-length", "")
+    declared = int(size) if size.isdigit() else None
+    chunks, n = [], 0
+    async for chunk in request.stream():
+        n += len(chunk)
+        if n > limit or (declared is not None and declared > limit):
+            if n > DRAIN_CAP:
+                break
+            continue
+        chunks.append(chunk)
+    if n > limit or (declared is not None and declared > limit):
+        raise ApiError(413, f"request body too large: {max(n, declared or 0)} > {limit} bytes")
+    return b"".join(chunks)
+
+
+def make_predict(predictor):
+    """predictor(texts) with empty NER inputs answered without the model (they have no words)."""
+    def predict(texts: list[str]) -> list[dict]:
+        if predictor.task.head == "sequence":
+            return predictor(texts)
+        keep = [i for i, t in enumerate(texts) if t.strip()]
+        out = [{"text": t, "entities": []} if predictor.task.name == "ner" else {"text": t, "tags": [], "words": []}
+               for t in texts]
+        for i, r in zip(keep, predictor([texts[i] for i in keep]) if keep else []):
+            out[i] = r
+        return out
+    return predict
+
+
+def create_app(cfg: ServeConfig, predictor=None):
+    """The FastAPI app. `predictor` (a Predictor) is built from `cfg` when not given."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+    if predictor is None:
+        from .predict import Predictor
+
+        predictor = Predictor(cfg.model, task=cfg.task, quantize=cfg.quantize, device="cpu", backend=cfg.backend)
+    metrics = Metrics()
+    predict = make_predict(predictor)
+    predict(["Warm up the model ."])  # the first call allocates; keep that out of the first request
+    task = predictor.task
+    info = {"model": str(cfg.model), "task": task.name, "labels": list(task.labels), "backend": cfg.backend,
+            "quantize": cfg.quantize}
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        app.state.batcher = Batcher(predict, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.max_queue, metrics)
+        worker = asyncio.create_task(app.state.batcher.run())
+        watcher = asyncio.create_task(watch_drain(app, cfg))
+        yield
+        worker.cancel()
+        watcher.cancel()
+        app.state.batcher.executor.shutdown(wait=True)
+
+    app = FastAPI(title="xlmr", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.draining, app.state.inflight, app.state.server = False, 0, None
+    app.state.metrics, app.state.info = metrics, info
+
+    def error(status: int, message: str, close: bool = False) -> JSONResponse:
+        headers = {"Connection": "close", "Retry-After": "1"} if close else None
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.post("/v1/predict")
+    async def predict_route(request: Request):
+        t0 = time.perf_counter()
+        if app.state.draining:
+            response = error(503, "server is shutting down; retry on another instance", close=True)
+        else:
+            app.state.inflight += 1
+            metrics.inflight.inc()
+            try:
+                texts = parse_texts(await read_body(request, cfg.max_body), cfg)
+                results = await app.state.batcher.submit(texts, cfg.timeout) if texts else []
+                response = JSONResponse({"predictions": results})
+            except ApiError as e:
+                response = error(e.status, str(e), close=e.status == 413)
+            except Exception as e:  # a model failure: answer, log, keep serving
+                response = error(500, f"prediction failed ({type(e).__name__})")
+            finally:
+                app.state.inflight -= 1
+                metrics.inflight.dec()
+        code = str(response.status_code)
+        metrics.requests.labels(code).inc()
+        if response.status_code >= 400:
+            metrics.errors.labels(code).inc()
+        metrics.latency.observe(time.perf_counter() - t0)
+        return response
+
+    @app.get("/healthz")
+    async def healthz():
+        if app.state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        return {"status": "ok", **info}
+
+    @app.get("/metrics")
+    async def metrics_route():
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        return HTMLResponse(page)
+
+    return app
+
+
+async def watch_drain(app, cfg: ServeConfig) -> None:
+    """Once draining, tell uvicorn to stop when accepted requests are done (or after the timeout)."""
+    while not app.state.draining:
+        await asyncio.sleep(0.05)
+    deadline = time.monotonic() + cfg.timeout + 2
+    while time.monotonic() < deadline and (app.state.inflight or not app.state.batcher.idle()):
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)  # clients told 503 stop sending; then the sockets close
+    if app.state.server is not None:
+        app.state.server.should_exit = True
+
+
+def serve(cfg: ServeConfig) -> None:
+    """Run the server until SIGTERM/SIGINT (graceful) or a second signal (at once)."""
+    import uvicorn
+
+    if not cfg.model:
+        raise XlmrError("serve needs --model DIR")
+    app = create_app(cfg)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            if app.state.draining:  # second signal: stop now
+                return super().handle_exit(sig, frame)
+            app.state.draining = True
+
+    server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
+                                   timeout_graceful_shutdown=int(cfg.timeout) + 5))
+    app.state.server = server
+    print(f"xlmr: serving {app.state.info['task']} model {cfg.model} ({cfg.backend}, {cfg.quantize}) on "
+          f"http://{cfg.host}:{cfg.port}", flush=True)
+    server.run()
