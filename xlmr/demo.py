@@ -141,7 +141,6 @@ def run_demo(quick: bool = False, out: str = "runs/demo") -> dict:
 
     from .corpus import prepare
     from .finetune import FinetuneConfig, evaluate_model, finetune
-    from .model import Model
     from .checkpoint import save
     from .pretrain import PretrainConfig, build_model, pretrain
     from .tokenizer import Tokenizer

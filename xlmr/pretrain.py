@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from . import resume
 from .checkpoint import config_from_dict, config_to_dict, load, save
 from .errors import XlmrError
-from .model import PRESETS, Config, Model
-from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed, unwrap
+from .model import PRESETS, Model
+from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed
 from .tokenizer import Tokenizer
 from .train import LoopState, TrainConfig, seed_everything, train
 
