@@ -145,8 +145,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
                "best_step": result.best_step, "model": str(best_dir), **method.report(result, best_dir)}
     if tests:
         best = load_model(best_dir, cfg.language_adapter).to(device)
+        source = next((lang for lang, path in parse_tests(cfg.test).items()
+                       if Path(path).parent == Path(cfg.train).parent), None)  # the training language
         summary["test"] = evaluate_sets(best, tok, task, tests, out, cfg.max_length, cfg.stride,
-                                        switch=language_switch(best))
+                                        switch=language_switch(best), report_lang=source)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -160,9 +162,10 @@ def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg) -> None:
 
 
 def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_length: int, stride: int,
-                  switch=None) -> dict:
+                  switch=None, report_lang: str | None = None) -> dict:
     """Evaluate each language: print the table, write results.json, report.md and PNGs.
-    `switch(lang)`, if given, runs before each language (swaps in its MAD-X language adapter)."""
+    `switch(lang)`, if given, runs before each language (swaps in its MAD-X language adapter).
+    The printed report is `report_lang`'s (the training language), else the first language's."""
     from .tasks import evaluate, format_table, write_results
 
     results, reports = {}, {}
@@ -177,8 +180,8 @@ def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_lengt
         if task.name == "classify":
             task.confusion_matrix(examples, preds, out / f"confusion_{lang}.png", title=f"{lang} confusion matrix")
     print(format_table(results, task.columns))
-    first = next(iter(reports))
-    print(f"\n{first} report:\n{reports[first]}")
+    shown = report_lang if report_lang in reports else next(iter(reports))
+    print(f"\n{shown} report:\n{reports[shown]}")
     write_results(out, results, task.columns, reports=reports)
     return results
 
