@@ -36,11 +36,11 @@ class DemoPlan:
 
     @property
     def pretrain_minutes(self) -> float:
-        return 0.4 if self.quick else 3.0
+        return 0.5 if self.quick else 4.0
 
     @property
     def finetune_epochs(self) -> float:
-        return 6 if self.quick else 15
+        return 10 if self.quick else 30
 
 
 def corpus_dir() -> Path:
@@ -183,7 +183,7 @@ def run_demo(quick: bool = False, out: str = "runs/demo") -> dict:
             ft_out = plan.out / ("finetune_" + name.replace(" ", "_").replace("+", "").replace("__", "_"))
             extra = {"peft": peft, "lr": 3e-3} if peft != "none" else {}
             fcfg = FinetuneConfig(model=model_dir, task="classify", train=str(train_tsv), dev=str(dev_tsv),
-                                  out=str(ft_out), epochs=plan.finetune_epochs, lr=extra.pop("lr", 5e-4),
+                                  out=str(ft_out), epochs=plan.finetune_epochs, lr=extra.pop("lr", 2e-3),
                                   batch_size=16, max_length=64, warmup=0.1, embeddings="dense", progress=False,
                                   **extra)
             finetune(fcfg)

@@ -148,6 +148,10 @@ def apply_method(model: nn.Module, cfg) -> Method:
     langs = parse_language_adapters(cfg.language_adapter)
     if langs and name != "adapter":
         raise XlmrError("--language-adapter needs --peft adapter (a task adapter stacked on the language adapter)")
+    for spec in getattr(cfg, "test", []) if langs else []:  # refuse before training, not after
+        lang = spec.partition("=")[0] if "=" in spec else Path(spec).parent.name
+        if lang not in langs:
+            raise XlmrError(f"no language adapter for test set '{lang}'; give --language-adapter {lang}=DIR")
     options: dict = {}
     if name != "none":
         for p in model.parameters():
