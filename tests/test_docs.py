@@ -34,12 +34,12 @@ HUB_NAMES = ("xlm-roberta-base", "xlm-roberta-large", "bert-base-multilingual-ca
 
 
 def blocks(page: Path) -> list[tuple[str, str]]:
-    """(language, code) of every fenced block whose first line starts with xlmr or python."""
+    """(language, code) of every python block and every block whose first line starts with xlmr or python."""
     out = []
     for lang, code in FENCE.findall(page.read_text(encoding="utf-8")):
         first = next((l.strip() for l in code.splitlines() if l.strip() and not l.strip().startswith("#")), "")
         first = first.removeprefix("$ ")
-        if first.startswith(("xlmr", "python", "import xlmr", "from xlmr")):
+        if lang == "python" or first.startswith(("xlmr", "python")):
             out.append((lang, code))
     return out
 
