@@ -305,6 +305,9 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
                 raise XlmrError("the training data yielded no batches")
     if bar is not None:
         bar.close()
+    if n_running:  # steps since the last log line (a run cut short by max_minutes or early stopping)
+        log.write(step=state.step, epoch=state.epoch, loss=running / n_running,
+                  lr=schedulers[0].get_last_lr()[0], elapsed=time.perf_counter() - start)
     if out:
         plot_loss(log.records, out / "loss.png")
     model.eval()
