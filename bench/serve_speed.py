@@ -93,6 +93,7 @@ def main() -> int:
             t0 = time.perf_counter()
             preds[name] = run(texts)
             times[name].append(time.perf_counter() - t0)
+            print(f"{name}: {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
     rows = []
     for name in runners:
         tags = [word_tags(s, ents) for s, ents in zip(spans, preds[name])]
