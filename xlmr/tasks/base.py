@@ -114,7 +114,7 @@ class Task:
 
     def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
         """Pad features into a batch: input_ids, attention_mask, token_type_ids (B, T) and labels."""
-        B, T = len(features), max(len(f) for f in features)
+        T = max(len(f) for f in features)
         ids = [f.input_ids + [pad_id] * (T - len(f)) for f in features]
         mask = [[1] * len(f) + [0] * (T - len(f)) for f in features]
         types = [(f.token_type_ids or [0] * len(f)) + [0] * (T - len(f)) for f in features]
