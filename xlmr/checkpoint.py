@@ -206,8 +206,10 @@ def load(path_or_name: str | os.PathLike, head: HeadType | None = None, num_labe
     return model.eval()
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".")
+def atomic_write(path: Path, write) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)
@@ -233,10 +235,10 @@ def save(model: Model, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = config_to_dict(model.config, model.head)
-    _atomic_write(directory / "config.json",
+    atomic_write(directory / "config.json",
                   lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
     state = state_dict_to_save(model)
-    _atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     return directory
 
 

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import adapters as A
-from .checkpoint import _atomic_write, load, resolve, save
+from .checkpoint import atomic_write, load, resolve, save
 from .errors import XlmrError
 
 CONFIG_FILE, WEIGHTS_FILE, INFO_FILE = "adapter_config.json", "adapter_model.safetensors", "xlmr_adapter.json"
@@ -195,13 +195,13 @@ def base_info(model: nn.Module) -> dict:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
 
 
 def _write_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    _atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+    atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
 
 
 def write_adapter_dir(directory: Path, config: dict, state: dict[str, torch.Tensor], info: dict) -> None:

@@ -199,11 +199,11 @@ class Tokenizer:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (and the SentencePiece
         model this tokenizer came from), each atomically; transformers' AutoTokenizer loads the result."""
-        from .checkpoint import _atomic_write
+        from .checkpoint import atomic_write
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _atomic_write(directory / TOKENIZER_FILE, lambda tmp: self.backend.save(tmp))
+        atomic_write(directory / TOKENIZER_FILE, lambda tmp: self.backend.save(tmp))
         kind = type(self.backend.model).__name__
         cfg = {k: v for k, v in self.config.items() if k not in STALE_KEYS}
         cfg.setdefault("tokenizer_class", {"Unigram": "XLMRobertaTokenizer", "WordPiece": "BertTokenizer"}
@@ -213,14 +213,14 @@ class Tokenizer:
         _write_text(directory / CONFIG_FILE, json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
         _write_text(directory / SPECIAL_MAP_FILE, json.dumps(self.special_tokens, indent=2) + "\n")
         if self.sentencepiece_model is not None:
-            _atomic_write(directory / SENTENCEPIECE_FILE, lambda tmp: Path(tmp).write_bytes(self.sentencepiece_model))
+            atomic_write(directory / SENTENCEPIECE_FILE, lambda tmp: Path(tmp).write_bytes(self.sentencepiece_model))
         return directory
 
 
 def _write_text(path: Path, text: str) -> None:
-    from .checkpoint import _atomic_write
+    from .checkpoint import atomic_write
 
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _read_config(directory: Path) -> dict:

@@ -150,9 +150,9 @@ def train(corpus_dir: str | Path, out: str | Path, vocab_size: int = 32000, alph
     model = train_sentencepiece(lines, vocab_size, character_coverage, threads, source=str(corpus_dir))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from .checkpoint import _atomic_write
+    from .checkpoint import atomic_write
 
-    _atomic_write(out / SENTENCEPIECE_FILE, lambda tmp: Path(tmp).write_bytes(model))
+    atomic_write(out / SENTENCEPIECE_FILE, lambda tmp: Path(tmp).write_bytes(model))
     tok = Tokenizer.from_pretrained(out / SENTENCEPIECE_FILE)
     tok.save(out)
     return tok, table
