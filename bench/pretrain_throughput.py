@@ -49,7 +49,8 @@ def run_side(side: str, args) -> dict:
     from xlmr.tokenizer import Tokenizer
 
     tok = Tokenizer.from_pretrained(args.tokenizer)
-    lines = corpus_lines(Path(args.corpus), args.batch_size * (args.steps + args.warmup) * 2)
+    # enough lines for both sides: packing turns ~8 short lines into one full row
+    lines = corpus_lines(Path(args.corpus), args.batch_size * (args.steps + args.warmup) * 8)
     ids = tok.backend.encode_batch(lines)
     ids = [e.ids[: args.seq_len] for e in ids]
     amp = dict(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
