@@ -8,8 +8,9 @@ because the tokenizer and the model are not safe to call concurrently, and becau
 uses the cores better than concurrent small ones.
 
 Shutdown: the first SIGTERM/SIGINT turns the server to draining. New predict requests get 503 at once
-(with Connection: close); requests already accepted finish; then uvicorn stops. A second signal
-stops at once.
+(with Connection: close); requests already accepted finish; once no request has arrived for a
+second, uvicorn stops (closing the socket earlier would reset connections the kernel had already
+accepted). A second signal stops at once.
 """
 
 import asyncio
@@ -261,6 +262,7 @@ def create_app(cfg: ServeConfig, predictor=None):
 
     app = FastAPI(title="xlmr", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.draining, app.state.inflight, app.state.server = False, 0, None
+    app.state.last_request = time.monotonic()
     app.state.metrics, app.state.info = metrics, info
 
     def error(status: int, message: str, close: bool = False) -> JSONResponse:
@@ -270,6 +272,7 @@ def create_app(cfg: ServeConfig, predictor=None):
     @app.post("/v1/predict")
     async def predict_route(request: Request):
         t0 = time.perf_counter()
+        app.state.last_request = time.monotonic()
         if app.state.draining:
             response = error(503, "server is shutting down; retry on another instance", close=True)
         else:
@@ -310,6 +313,9 @@ def create_app(cfg: ServeConfig, predictor=None):
     return app
 
 
+QUIET_SECONDS = 1.0  # during drain: stop once no request has arrived for this long
+
+
 async def watch_drain(app, cfg: ServeConfig) -> None:
     """Once draining, tell uvicorn to stop when accepted requests are done (or after the timeout)."""
     while not app.state.draining:
@@ -317,7 +323,10 @@ async def watch_drain(app, cfg: ServeConfig) -> None:
     deadline = time.monotonic() + cfg.timeout + 2
     while time.monotonic() < deadline and (app.state.inflight or not app.state.batcher.idle()):
         await asyncio.sleep(0.02)
-    await asyncio.sleep(0.5)  # clients told 503 stop sending; then the sockets close
+    # Keep answering 503 until clients have gone quiet: closing the listening socket while requests
+    # still arrive would reset connections the kernel already accepted (lost, not refused).
+    while time.monotonic() < deadline and time.monotonic() - app.state.last_request < QUIET_SECONDS:
+        await asyncio.sleep(0.05)
     if app.state.server is not None:
         app.state.server.should_exit = True
 
