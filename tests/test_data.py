@@ -35,7 +35,8 @@ def tok_dir(tmp_path_factory):
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.train_from_iterator(sentences(0, 300, "abcdefgh") + sentences(1, 300, "абвгдежз"),
                             trainers.WordPieceTrainer(vocab_size=120, special_tokens=SPECIALS))
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+                                                       special_tokens=[
         ("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
     d = tmp_path_factory.mktemp("tok")
     tok.save(str(d / "tokenizer.json"))
@@ -123,6 +124,41 @@ def test_rerun_skips_finished_shards(tmp_path, corpus_dir, tok_dir):
     assert changed == ["bbb_Cyrl.00000.bin"]
     prepare(corpus_dir, tok_dir, tmp_path, workers=1, shard_tokens=10 ** 6, log=logs.append)  # a new plan
     assert len(list(tmp_path.glob("*/*.bin"))) == 3  # one shard per source; the old shards are gone
+
+
+def test_tlm_pairs_from_aligned_files(tmp_path, corpus_dir, tok_dir):
+    """--parallel: every pivot pair is a language of its own whose documents are the tokenizer's
+    pair encodings of aligned lines, in alternating order; misaligned input is refused in one line."""
+    par = tmp_path / "parallel"
+    par.mkdir()
+    text = {"aaa_Latn": sentences(5, 30, "abcdefgh"), "bbb_Cyrl": sentences(6, 30, "абвгдежз"),
+            "ccc_Latn": sentences(7, 30, "abcdefgh")}
+    for lang, lines in text.items():
+        (par / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out, logs = tmp_path / "data", []
+    m = prepare(corpus_dir, tok_dir, out, workers=1, valid_fraction=0.0, parallel=par, tlm_pivot="aaa_Latn",
+                log=logs.append)
+    assert {"aaa_Latn-bbb_Cyrl", "aaa_Latn-ccc_Latn"} <= set(m["languages"])
+    assert "bbb_Cyrl-ccc_Latn" not in m["languages"]
+    backend = Tokenizer.from_pretrained(tok_dir).backend
+    tokens, offsets = PreparedCorpus(out).documents("aaa_Latn-bbb_Cyrl")
+    for i in range(30):
+        a, b = text["aaa_Latn"][i], text["bbb_Cyrl"][i]
+        want = backend.encode(*((a, b) if i % 2 == 0 else (b, a))).ids
+        assert tokens[offsets[i]:offsets[i + 1]].tolist() == want
+    assert backend.id_to_token(want[0]) == "[CLS]" and [backend.id_to_token(t) for t in want].count("[SEP]") == 2
+    logs.clear()
+    prepare(corpus_dir, tok_dir, out, workers=1, valid_fraction=0.0, parallel=par, tlm_pivot="aaa_Latn",
+            log=logs.append)
+    assert "0 to tokenize" in logs[0]  # pair files are not rewritten, so their shards are skipped
+    with pytest.raises(XlmrError, match="no file for the TLM pivot zzz_Latn"):
+        prepare(corpus_dir, tok_dir, out, workers=1, parallel=par, tlm_pivot="zzz_Latn", log=logs.append)
+    (par / "ccc_Latn.txt").write_text("\n".join(text["ccc_Latn"][:29]) + "\n", encoding="utf-8")
+    with pytest.raises(XlmrError, match=r"ccc_Latn.txt: 29 lines, but aaa_Latn.txt has 30"):
+        prepare(corpus_dir, tok_dir, out, workers=1, parallel=par, log=logs.append)
+    (par / "ccc_Latn.txt").write_text("x\ny\tz\n" + "\n".join(text["ccc_Latn"][:28]) + "\n", encoding="utf-8")
+    with pytest.raises(XlmrError, match=r"ccc_Latn.txt: line 2: contains a TAB"):
+        prepare(corpus_dir, tok_dir, out, workers=1, parallel=par, log=logs.append)
 
 
 def test_prepare_errors(tmp_path, tok_dir, corpus_dir, capsys):

@@ -52,6 +52,7 @@ class ShardPlan:
     end: int
     source_size: int
     source_mtime_ns: int
+    pairs: bool = False  # lines are `a<TAB>b` sentence pairs (TLM, see xlmr.tlm)
 
 
 def language_of(path: Path) -> str:
@@ -136,9 +137,10 @@ def line_cuts(path: Path, size: int, step: int) -> list[int]:
     return cuts
 
 
-def plan_shards(files: list[Path], backend, shard_tokens: int) -> list[ShardPlan]:
+def plan_shards(files: list[Path], backend, shard_tokens: int, pair_files=()) -> list[ShardPlan]:
     """Deterministic shard plan (same files, tokenizer and shard size give the same plan)."""
     plans = []
+    pair_files = {p.resolve() for p in pair_files}
     for path in files:
         st = path.stat()
         step = max(1, int(shard_tokens * bytes_per_token(backend, path)))
@@ -146,11 +148,11 @@ def plan_shards(files: list[Path], backend, shard_tokens: int) -> list[ShardPlan
         lang = language_of(path)
         for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
             plans.append(ShardPlan(lang, f"{lang}/{path.stem}.{k:05d}", str(path.resolve()), a, b, st.st_size,
-                                   st.st_mtime_ns))
+                                   st.st_mtime_ns, path.resolve() in pair_files))
     return plans
 
 
-def cached_plan(out: Path, files: list[Path], backend, sha: str, shard_tokens: int) -> list[ShardPlan]:
+def cached_plan(out: Path, files: list[Path], backend, sha: str, shard_tokens: int, pair_files=()) -> list[ShardPlan]:
     """`plan_shards`, reusing `out/plan.json` when the sources (size, mtime), tokenizer and shard size
     are unchanged: a re-run then starts without tokenizing samples."""
     key = {"tokenizer_sha256": sha, "shard_tokens": shard_tokens,
@@ -162,7 +164,7 @@ def cached_plan(out: Path, files: list[Path], backend, sha: str, shard_tokens: i
             return [ShardPlan(**p) for p in cached["shards"]]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    plans = plan_shards(files, backend, shard_tokens)
+    plans = plan_shards(files, backend, shard_tokens, pair_files)
     atomic_write_text(plan_file, json.dumps({"key": key, "shards": [asdict(p) for p in plans]}) + "\n")
     return plans
 
@@ -273,7 +275,14 @@ def encode_shard(job: tuple) -> dict:
                 text = text.rstrip("\r\n")
                 if not text.strip():
                     continue  # blank lines separate nothing here: one line is one document
-                texts.append(text)
+                if plan.pairs:
+                    a, tab, b = text.partition("\t")
+                    if not tab:
+                        raise XlmrError(f"{plan.source}: line {_line_number(plan.source, pos - len(raw))}: "
+                                        f"a pair line needs a TAB between the two sentences")
+                    texts.append((a, b))
+                else:
+                    texts.append(text)
                 held.append(zlib.crc32(raw.rstrip(b"\r\n")) < cut)
                 if len(texts) >= batch_lines:
                     flush()
@@ -346,8 +355,10 @@ def _size(p: Path) -> int:
 
 def prepare(corpus, tokenizer, out, *, alpha: float = 0.3, workers: int | None = None,
             shard_tokens: int = 1 << 24, valid_fraction: float = 0.01, batch_lines: int = 2048,
-            log=print) -> dict:
+            parallel=None, tlm_pivot: str | None = None, log=print) -> dict:
     """Tokenize `corpus/*.txt` with `tokenizer/tokenizer.json` into `out`; return the manifest.
+    With `parallel` (a directory of aligned `<lang>.txt` files), sentence pairs are added for TLM,
+    one pair language per language pair (only pairs with `tlm_pivot` if given; see xlmr.tlm).
 
     Finished shards of an earlier run with the same inputs are skipped. Prints a table of languages.
     """
@@ -373,7 +384,12 @@ def prepare(corpus, tokenizer, out, *, alpha: float = 0.3, workers: int | None =
     dtype_name = np.dtype(token_dtype(tok.vocab_size)).name
     files = find_sources(corpus)
     out.mkdir(parents=True, exist_ok=True)
-    plans = cached_plan(out, files, tok.backend, sha, shard_tokens)
+    pair_files = []
+    if parallel:
+        from .tlm import stage_pairs
+
+        pair_files = stage_pairs(parallel, out / "tlm_pairs", tlm_pivot)
+    plans = cached_plan(out, files + pair_files, tok.backend, sha, shard_tokens, pair_files)
 
     records: dict[str, dict] = {}
     todo = []
@@ -485,14 +501,15 @@ def format_table(manifest: dict, alpha: float) -> str:
     langs = manifest["languages"]
     names = list(langs)
     probs = sampling_probs([langs[n]["train_tokens"] for n in names], alpha)
-    head = f"{'language':<12}{'docs':>10}{'tokens':>13}{'share':>8}{f'p(a={alpha:g})':>10}{'held-out':>10}"
+    w = max([12, *(len(n) + 2 for n in names)])
+    head = f"{'language':<{w}}{'docs':>10}{'tokens':>13}{'share':>8}{f'p(a={alpha:g})':>10}{'held-out':>10}"
     rows = [head, "-" * len(head)]
     for n, p in zip(names, probs):
         L = langs[n]
-        rows.append(f"{n:<12}{L['train_docs']:>10,}{L['train_tokens']:>13,}{100 * L['share']:>7.2f}%"
+        rows.append(f"{n:<{w}}{L['train_docs']:>10,}{L['train_tokens']:>13,}{100 * L['share']:>7.2f}%"
                     f"{100 * p:>9.2f}%{L['docs'] - L['train_docs']:>10,}")
     docs = sum(L["train_docs"] for L in langs.values())
     toks = sum(L["train_tokens"] for L in langs.values())
     held = sum(L["docs"] - L["train_docs"] for L in langs.values())
-    rows += ["-" * len(head), f"{'total':<12}{docs:>10,}{toks:>13,}{100:>7.2f}%{100:>9.2f}%{held:>10,}"]
+    rows += ["-" * len(head), f"{'total':<{w}}{docs:>10,}{toks:>13,}{100:>7.2f}%{100:>9.2f}%{held:>10,}"]
     return "\n".join(rows)

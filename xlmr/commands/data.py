@@ -19,6 +19,10 @@ class PrepareOptions:
     shard_tokens: int = field(default=1 << 24, metadata={"help": "about this many tokens per shard"})
     valid_fraction: float = field(default=0.01, metadata={"help": "share of documents held out for validation"})
     batch_lines: int = field(default=2048, metadata={"help": "lines tokenized per batch (bounds memory)"})
+    parallel: str = field(default="", metadata={"help": "directory of aligned <lang>.txt files: adds TLM "
+                                                         "sentence pairs, one pair language per language pair"})
+    tlm_pivot: str = field(default="", metadata={"help": "with --parallel: only pairs with this language "
+                                                          "(e.g. eng_Latn); empty: every pair"})
 
 
 def register(sub) -> None:
@@ -29,7 +33,8 @@ def register(sub) -> None:
                     "xlmr data prepare --corpus corpus/ --tokenizer tok/ --out data/ --alpha 0.3 --workers 4",
                     description="Tokenize per-language text files (eng_Latn.txt; debian_eng_Latn.txt is more "
                                 "eng_Latn) in parallel into shards + manifest.json. A re-run skips finished "
-                                "shards. Prints languages, tokens and sampling probabilities.")
+                                "shards. Prints languages, tokens and sampling probabilities. --parallel adds "
+                                "TLM sentence pairs from aligned files.")
     q.add_argument("--config", help="YAML file with any of these options")
     add_dataclass_args(q, PrepareOptions)
     q.set_defaults(func=run_prepare)
@@ -45,5 +50,6 @@ def run_prepare(args) -> int:
         if not getattr(o, name):
             raise XlmrError(f"--{name} is required")
     prepare(o.corpus, o.tokenizer, o.out, alpha=o.alpha, workers=o.workers or None, shard_tokens=o.shard_tokens,
-            valid_fraction=o.valid_fraction, batch_lines=o.batch_lines)
+            valid_fraction=o.valid_fraction, batch_lines=o.batch_lines, parallel=o.parallel or None,
+            tlm_pivot=o.tlm_pivot or None)
     return 0
