@@ -42,7 +42,7 @@ def run(model: str, lr: float, args, langs: list[str], out: Path) -> dict:
     cfg = FinetuneConfig(model=model, task="classify", train=str(eng / "train.tsv"), dev=str(eng / "dev.tsv"),
                          test=[f"{l}={Path(args.sib) / l / 'test.tsv'}" for l in langs], out=str(out),
                          epochs=args.epochs, lr=lr, batch_size=args.batch_size, max_length=128, warmup=0.1,
-                         seed=args.seed, progress=False, threads=args.threads)
+                         seed=args.seed, progress=False, threads=args.threads, embeddings=args.embeddings)
     summary = finetune(cfg)
     return {"lr": lr, "dev_accuracy": summary["best_dev"], "test": summary["test"]}
 
@@ -58,6 +58,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--embeddings", default="sparse", choices=["dense", "sparse", "frozen"],
+                    help="how the word embeddings train during fine-tuning (both sides)")
     ap.add_argument("--out", default="runs/pretrain_zero_shot")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -76,7 +78,7 @@ def main() -> None:
         chosen[name] = max(tries, key=lambda t: t["dev_accuracy"])
     p, r = chosen["pretrained"], chosen["random init"]
     print(f"\nSIB-200, fine-tuned on {args.source} ({args.epochs:g} epochs, batch {args.batch_size}), "
-          f"zero-shot on {len(langs) - 1} languages; lr by English dev: pretrained {p['lr']:g}, random init {r['lr']:g}\n")
+          f"embeddings {args.embeddings}, zero-shot on {len(langs) - 1} languages; lr by English dev: pretrained {p['lr']:g}, random init {r['lr']:g}\n")
     print("| language | pretrained acc | random init acc | pretrained macro-F1 | random init macro-F1 |")
     print("|---|---:|---:|---:|---:|")
     for l in langs:
