@@ -1,5 +1,6 @@
 """The docs can't rot: every code block in README.md and docs/ that starts with `xlmr` or `python`
-runs here, page by page, in order, on tiny inputs.
+runs here, page by page, in order, on tiny inputs (so does an `sh` block that opens with a variable
+assignment such as `M=$(python -c ...)`, and a `VAR=value` prefix before `xlmr`/`python` is allowed).
 
 How: each page runs in a fresh directory `work/` whose `../shared` is a tiny fake copy of the real
 `shared/` tree (same layout, a few sentences per file), so the commands run exactly as written.
@@ -21,25 +22,30 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# Pages not yet rewritten to runnable commands (they still show transcripts and placeholders such
-# as BASE or your own CoNLL-U files); listed here so the gap is explicit, not silently skipped.
-PENDING = {"finetune.md", "peft.md", "serving.md", "benchmarks.md"}
-PAGES = [p for p in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))] if p.name not in PENDING]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 CAPS = {"--epochs": "1", "--max-steps": "3", "--max-minutes": "0.05", "--vocab-size": "300",
         "--eval-every": "2", "--save-every": "2", "--max-train": "40", "--max-eval": "20", "--steps": "2"}
-SKIP_PREFIXES = ("python bench/", "PYTHONPATH=. python bench/")  # real-data benchmarks: `make bench`
+SKIP_PREFIXES = ("python bench/",)  # real-data benchmarks (after any `VAR=value` prefix): `make bench`
+ENV_PREFIX = re.compile(r"^(?:[A-Za-z_]\w*=[^\s$]\S*\s+)+")  # `XLMR_DATA=../shared/data python ...`
+ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")  # `M=$(python -c ...)` opening an sh block
 SERVER_COMMANDS = ("xlmr serve",)  # long-running: started, checked alive, stopped
 HUB_NAMES = ("xlm-roberta-base", "xlm-roberta-large", "bert-base-multilingual-cased")  # need a network
 
 
 def blocks(page: Path) -> list[tuple[str, str]]:
-    """(language, code) of every python block and every block whose first line starts with xlmr or python."""
+    """(language, code) of every python block, every block whose first command is xlmr or python (after
+    any `VAR=value` prefix), and every sh block that opens with a variable assignment. `text` blocks are
+    output (which may itself start with `$ xlmr ...` or `xlmr: error: ...`) and never count."""
     out = []
     for lang, code in FENCE.findall(page.read_text(encoding="utf-8")):
+        if lang == "text":
+            continue
         first = next((l.strip() for l in code.splitlines() if l.strip() and not l.strip().startswith("#")), "")
         first = first.removeprefix("$ ")
-        if lang == "python" or first.startswith(("xlmr", "python")):
+        command = ENV_PREFIX.sub("", first).split(maxsplit=1)
+        if (lang == "python" or (command and command[0] in ("xlmr", "python"))
+                or (lang == "sh" and ASSIGNMENT.match(first))):
             out.append((lang, code))
     return out
 
@@ -95,7 +101,7 @@ def run_page(page: Path, sandbox: Path) -> None:
             assert proc.returncode == 0, f"{page.name}: python block failed:\n{code}\n{proc.stderr[-2000:]}"
             continue
         for line in _commands(code):
-            if line.startswith(SKIP_PREFIXES):
+            if ENV_PREFIX.sub("", line).startswith(SKIP_PREFIXES):
                 continue
             if line.startswith(SERVER_COMMANDS):
                 script.append(_server_check(line))
