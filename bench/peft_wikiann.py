@@ -40,6 +40,8 @@ def learning_rates(method: str, args) -> list[float]:
 
 def command(method: str, lr: float, model: str, out: Path, args) -> list[str]:
     extra = RUNS[method][0]
+    if method == "adapter":
+        extra = [*extra[:-1], str(args.adapter_reduction)]
     dev = ["--dev", str(DATA / "dev.conll")] if args.dev else []
     return [sys.executable, "-m", "xlmr", "finetune", "--model", model, "--task", "ner",
             "--train", str(DATA / "train.conll"), "--test", f"en={DATA / 'test.conll'}",
@@ -61,6 +63,7 @@ def main() -> None:
     p.add_argument("--lr-full", default="", help="learning rate(s), comma-separated")
     p.add_argument("--lr-lora", default="")
     p.add_argument("--lr-adapter", default="")
+    p.add_argument("--adapter-reduction", type=int, default=16, help="bottleneck = hidden / this")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
     p.add_argument("--jobs", type=int, default=1, help="runs at the same time")
