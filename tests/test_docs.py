@@ -45,7 +45,8 @@ def blocks(page: Path) -> list[tuple[str, str]]:
         first = first.removeprefix("$ ")
         command = ENV_PREFIX.sub("", first).split(maxsplit=1)
         if (lang == "python" or (command and command[0] in ("xlmr", "python"))
-                or (lang == "sh" and ASSIGNMENT.match(first))):
+                or (lang == "sh" and ASSIGNMENT.match(first))
+                or (lang == "sh" and any(l.startswith(("xlmr ", "python ")) for l in _commands(code)))):
             out.append((lang, code))
     return out
 
@@ -113,11 +114,22 @@ def run_page(page: Path, sandbox: Path) -> None:
 
 
 def _commands(code: str) -> list[str]:
-    """Shell lines of a block: `$ ` prompts stripped, comments dropped, continuation lines joined."""
+    """Shell lines of a block: `$ ` prompts stripped, comments dropped, continuation lines joined.
+    A here-document (`cat > f <<'EOF'` ... `EOF`) stays verbatim inside its command."""
     joined = re.sub(r"\\\n\s*", " ", code)
-    out = []
-    for line in joined.splitlines():
-        line = line.strip().removeprefix("$ ")
+    out: list[str] = []
+    heredoc = None
+    for raw in joined.splitlines():
+        if heredoc is not None:
+            out[-1] += "\n" + raw
+            if raw.strip() == heredoc:
+                heredoc = None
+            continue
+        line = raw.strip().removeprefix("$ ")
+        if not line.startswith("#") and (m := re.search(r"<<-?\s*'?\"?(\w+)", line)):
+            heredoc = m.group(1)
+            out.append(line)
+            continue
         line = re.sub(r"\s+#.*$", "", line)
         if line and not line.startswith("#"):
             out.append(line)
