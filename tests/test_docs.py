@@ -151,3 +151,30 @@ def _server_check(line: str) -> str:
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p)], ids=lambda p: p.name)
 def test_page_commands_run(page, sandbox):
     run_page(page, sandbox)
+
+
+def test_bench_commands_match_their_scripts():
+    """`python bench/...` lines need the real data and minutes, so they do not run here; instead every
+    option they pass must be one their script's --help lists (a renamed or removed flag fails)."""
+    helps: dict[str, str] = {}
+    stale = []
+    for page in PAGES:
+        for lang, code in blocks(page):
+            if lang == "python":
+                continue
+            for line in _commands(code):
+                words = ENV_PREFIX.sub("", line).split()
+                if words[:1] != ["python"] or len(words) < 2 or not words[1].startswith("bench/"):
+                    continue
+                script = words[1]
+                assert (ROOT / script).is_file(), f"{page.name}: {script} does not exist"
+                if script not in helps:
+                    proc = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True,
+                                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                    assert proc.returncode == 0, f"{script} --help failed:\n{proc.stderr[-2000:]}"
+                    helps[script] = proc.stdout
+                stale += [(page.name, script, w) for w in words[2:]
+                          if w.startswith("--") and not re.search(rf"(?<![\w-]){re.escape(w.split('=')[0])}(?![\w-])",
+                                                                   helps[script])]
+    assert helps, "no bench commands found in the docs"
+    assert not stale, f"documented bench options that the scripts do not take: {stale}"
