@@ -37,8 +37,8 @@ def read_aligned(parallel: Path) -> dict[str, tuple[Path, list[str]]]:
         texts[lang] = (path, lines)
     if len(texts) < 2:
         raise XlmrError(f"{parallel}: TLM needs aligned files in at least two languages, found {len(texts)}")
-    first, (p0, l0) = next(iter(texts.items()))
-    for lang, (path, lines) in texts.items():
+    p0, l0 = next(iter(texts.values()))
+    for path, lines in texts.values():
         if len(lines) != len(l0):
             raise XlmrError(f"{path}: {len(lines)} lines, but {p0.name} has {len(l0)}; parallel files must "
                             f"align line by line")
@@ -49,6 +49,8 @@ def stage_pairs(parallel, out, pivot: str | None = None) -> list[Path]:
     """Write one `<a>-<b>.txt` pair file per language pair (only pairs with `pivot` if given) into
     `out`; return their paths. A file whose content is unchanged is not rewritten, so a re-run of
     `data prepare` still skips its finished shards."""
+    from .corpus import atomic_write_text
+
     texts = read_aligned(Path(parallel))
     langs = sorted(texts)
     if pivot and pivot not in texts:
@@ -63,8 +65,6 @@ def stage_pairs(parallel, out, pivot: str | None = None) -> list[Path]:
         body = "".join(f"{x}\t{y}\n" for x, y in rows)
         path = out / f"{a}-{b}.txt"
         if not (path.is_file() and path.read_text(encoding="utf-8") == body):
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(body, encoding="utf-8")
-            tmp.replace(path)
+            atomic_write_text(path, body)
         staged.append(path)
     return staged
