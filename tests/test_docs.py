@@ -43,12 +43,16 @@ def blocks(page: Path) -> list[tuple[str, str]]:
             continue
         first = next((l.strip() for l in code.splitlines() if l.strip() and not l.strip().startswith("#")), "")
         first = first.removeprefix("$ ")
-        command = ENV_PREFIX.sub("", first).split(maxsplit=1)
-        if (lang == "python" or (command and command[0] in ("xlmr", "python"))
-                or (lang == "sh" and ASSIGNMENT.match(first))
-                or (lang == "sh" and any(l.startswith(("xlmr ", "python ")) for l in _commands(code)))):
+        if (lang == "python" or _runs_xlmr_or_python(first)
+                or (lang == "sh" and (ASSIGNMENT.match(first) or any(map(_runs_xlmr_or_python, _commands(code)))))):
             out.append((lang, code))
     return out
+
+
+def _runs_xlmr_or_python(line: str) -> bool:
+    """Whether a shell line's command (after any `VAR=value` prefix) is xlmr or python."""
+    words = ENV_PREFIX.sub("", line).split(maxsplit=1)
+    return bool(words) and words[0] in ("xlmr", "python")
 
 
 def test_runnable_blocks_are_fenced_as_code():
