@@ -280,8 +280,10 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
             state.step += 1
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{running / n_running:.4f}",
-                                tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
+                elapsed = time.perf_counter() - start
+                # With --max-minutes the step total is only an upper bound, so also show the time left.
+                left = {"left": f"{max(0.0, 60 * cfg.max_minutes - elapsed):.0f}s"} if cfg.max_minutes else {}
+                bar.set_postfix(loss=f"{running / n_running:.4f}", tok_s=f"{tokens / max(elapsed, 1e-9):.0f}", **left)
             if state.step % cfg.log_every == 0 or state.step == total:
                 log.write(step=state.step, epoch=state.epoch, loss=running / n_running,
                           lr=schedulers[0].get_last_lr()[0], elapsed=time.perf_counter() - start)
