@@ -39,8 +39,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         flag = "--" + f.name.replace("_", "-")
+        shown = "default: unset" if default in ("", None) else f"default: {default}"
         kw: dict[str, Any] = dict(dest=f.name, default=argparse.SUPPRESS, help=f.metadata.get("help", " ") +
-                                  f" (default: {default})")
+                                  f" ({shown})")
         if tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif get_origin(tp) is Literal:
