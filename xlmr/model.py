@@ -398,6 +398,7 @@ class Model(nn.Module):
       token: (B, T, num_labels). With flat `positions` (indices into B*T; base, mlm and token heads)
       the output is (N, ...) at those rows only, and the last layer's output projection, FFN and the
       head run only there: the same values, without the work for rows nobody reads (training loss).
+      The sequence head always does this at each row's first token, the only one it reads.
     """
 
     def __init__(self, config: Config, head: HeadType = "base"):
@@ -463,13 +464,15 @@ class Model(nn.Module):
         enc = self.encoder_model
         if positions is not None and self.head == "sequence":
             raise ValueError("positions apply to per-token heads (base, mlm, token), not 'sequence'")
+        if self.head == "sequence":  # only each row's first token is read: the last layer runs there alone
+            first = torch.arange(input_ids.shape[0], device=input_ids.device) * input_ids.shape[1]
+            h = enc(input_ids, attention_mask, token_type_ids, first)[:, None]  # (B, 1, D)
+            if self.config.family == "bert":
+                return self.classifier(self.dropout(enc.pooler(h)))
+            return self.classifier(h)
         h = enc(input_ids, attention_mask, token_type_ids, positions)  # (B, T, D) or (N, D)
         if self.head == "base":
             return h
         if self.head == "mlm":
             return self.mlm_head(h)
-        if self.head == "sequence":
-            if self.config.family == "bert":
-                return self.classifier(self.dropout(enc.pooler(h)))
-            return self.classifier(h)
         return self.classifier(self.dropout(h))  # token
