@@ -54,8 +54,7 @@ def setup(tmp_path_factory):
     (d / "corpus").mkdir()
     for lang, words in (("en", EN), ("de", DE)):
         text = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))) for _ in range(60)]
-        (d / f"{lang}.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
-        shutil.copyfile(d / f"{lang}.txt", d / "corpus" / f"{lang}.txt")
+        (d / "corpus" / f"{lang}.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
     # The base: a tiny multilingual MLM model pretrained by xlmr on both languages (MiniLM's WordPiece).
     prepare(d / "corpus", gt.get_model_path(), d / "data", workers=1, log=lambda *a: None)
     summary = pretrain(PretrainConfig(data=str(d / "data"), tokenizer=str(gt.get_model_path()), out=str(d / "pt"),
@@ -63,7 +62,7 @@ def setup(tmp_path_factory):
                                       max_steps=4, warmup=0, eval_every=2, save_every=1000, progress=False))
     shutil.copytree(summary["final"], d / "base")
     for lang in ("en", "de"):
-        assert main(["adapt-language", "--model", str(d / "base"), "--corpus", str(d / f"{lang}.txt"),
+        assert main(["adapt-language", "--model", str(d / "base"), "--corpus", str(d / "corpus" / f"{lang}.txt"),
                      "--language", lang, "--out", str(d / f"la_{lang}"), "--max-steps", "4", "--batch-size", "8",
                      "--adapter-reduction", "4", "--lr", "1e-2", "--warmup", "0", "--no-progress"]) == 0
     conll(d / "en_train.conll", EN, 16, 1)

@@ -125,3 +125,10 @@ def test_minilm_checkpoint_matches_automodel(minilm_dir):
         got = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
     m = batch["attention_mask"].bool()
     assert (got - ref)[m].abs().max().item() <= 1e-5
+
+
+def test_sequence_head_refuses_positions(tmp_path):
+    _, ours = hf_and_ours("xlm-roberta", "XLMRobertaForSequenceClassification", tmp_path)
+    ids, mask = padded_batch(1)
+    with pytest.raises(ValueError, match="not 'sequence'"):
+        ours(ids, mask, positions=torch.tensor([0, 5]))

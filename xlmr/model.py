@@ -462,9 +462,9 @@ class Model(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
         enc = self.encoder_model
-        if positions is not None and self.head == "sequence":
-            raise ValueError("positions apply to per-token heads (base, mlm, token), not 'sequence'")
         if self.head == "sequence":  # only each row's first token is read: the last layer runs there alone
+            if positions is not None:
+                raise ValueError("positions apply to per-token heads (base, mlm, token), not 'sequence'")
             first = torch.arange(input_ids.shape[0], device=input_ids.device) * input_ids.shape[1]
             h = enc(input_ids, attention_mask, token_type_ids, first)[:, None]  # (B, 1, D)
             if self.config.family == "bert":
