@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--embeddings", default="sparse", choices=["dense", "sparse", "frozen"],
+    ap.add_argument("--embeddings", default="auto", choices=["auto", "dense", "sparse", "frozen"],
                     help="how the word embeddings train during fine-tuning (both sides)")
     ap.add_argument("--out", default="runs/pretrain_zero_shot")
     ap.add_argument("--json", default=None)

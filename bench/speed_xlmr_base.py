@@ -8,7 +8,9 @@ Both sides get the same pre-collated batches.
 
 - HF: model(input_ids, attention_mask, labels=...) -> loss.backward() -> clip_grad_norm_(1.0) ->
   AdamW(fused, weight decay 0.01 off biases/LayerNorm) -> zero_grad: what Trainer does per step.
-- xlmr: the shared loop `xlmr.train.train` with the fine-tuning loss, embeddings `sparse` / `dense`.
+- HF bf16: the same under `torch.autocast("cpu", torch.bfloat16)`, what Trainer(bf16=True) does on a CPU.
+- xlmr: the shared loop `xlmr.train.train` with the fine-tuning loss, embeddings `sparse` / `dense`,
+  and its default precision: bf16 autocast on a CPU with AMX units, else fp32 (`--xlmr-fp32`: fp32).
 
 Speed: one process, the three configurations interleaved in rounds (`--rounds`), each round
 `--steps` optimizer steps of which the first is dropped (optimizer state allocation); median s/step.
@@ -38,7 +40,7 @@ import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
-CONFIGS = ("hf", "xlmr-sparse", "xlmr-dense")
+CONFIGS = ("hf", "hf-bf16", "xlmr-sparse", "xlmr-dense")
 
 
 def rss_mb() -> float:
@@ -112,23 +114,24 @@ def _ours_from(hf, Model, Config):
 class HfStepper:
     """Trainer's per-step work on a plain model: forward with labels, backward, clip, fused AdamW."""
 
-    def __init__(self, model):
-        self.model = model.train()
+    def __init__(self, model, bf16: bool = False):
+        self.model, self.bf16 = model.train(), bf16
         decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
         rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in n)]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
                                      lr=5e-5, fused=True)
 
     def step(self, b) -> None:
-        out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                         token_type_ids=b["token_type_ids"], labels=b["labels"])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                             token_type_ids=b["token_type_ids"], labels=b["labels"])
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
 
 
-def xlmr_steps(model, mode: str, batches: list[dict]) -> list[float]:
+def xlmr_steps(model, mode: str, batches: list[dict], bf16: bool = True) -> list[float]:
     """Run len(batches) steps of the shared loop; returns each step's seconds."""
     from xlmr.tasks import IGNORE
     from xlmr.train import TrainConfig, apply_embedding_mode, train
@@ -143,7 +146,7 @@ def xlmr_steps(model, mode: str, batches: list[dict]) -> list[float]:
         logits = m(b["input_ids"], b["attention_mask"], b["token_type_ids"], positions=at)
         return torch.nn.functional.cross_entropy(logits, labels.index_select(0, at))
 
-    cfg = TrainConfig(max_steps=len(batches), embeddings=mode, progress=False, warmup=0, lr=5e-5)
+    cfg = TrainConfig(max_steps=len(batches), embeddings=mode, progress=False, warmup=0, lr=5e-5, bf16=bf16)
     train(model, lambda epoch: iter(batches), loss_fn, cfg, on_step=lambda s: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps, stamps[1:])]
 
@@ -153,7 +156,7 @@ def run_memory(config: str, args) -> dict:
     torch.set_num_threads(args.threads)
     batches = make_batches(args.data, args.steps, remap=not args.minilm)
     hf, make_ours = build(minilm=args.minilm)
-    if config == "hf":
+    if config.startswith("hf"):
         model, ours = hf, None
     else:
         model = ours = make_ours()
@@ -161,11 +164,11 @@ def run_memory(config: str, args) -> dict:
     base = rss_mb()
     t = time.perf_counter()
     if ours is None:
-        stepper = HfStepper(model)
+        stepper = HfStepper(model, bf16=config == "hf-bf16")
         for b in batches:
             stepper.step(b)
     else:
-        xlmr_steps(ours, config.split("-")[1], batches)
+        xlmr_steps(ours, config.split("-")[1], batches, bf16=not args.xlmr_fp32)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"peak_rss_mb": peak, "model_rss_mb": base, "seconds": time.perf_counter() - t}
 
@@ -180,6 +183,7 @@ def main() -> None:
     ap.add_argument("--memory-only", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--minilm", action="store_true", help="the MiniLM-L6-H384 checkpoint instead of base size")
+    ap.add_argument("--xlmr-fp32", action="store_true", help="xlmr without bf16 autocast")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.memory_only:
@@ -191,42 +195,48 @@ def main() -> None:
     padded = [b["input_ids"].numel() for b in batches]
     hf, make_ours = build(minilm=args.minilm)
     ours = make_ours()
-    stepper = HfStepper(hf)
+    steppers = {"hf": HfStepper(hf), "hf-bf16": HfStepper(hf, bf16=True)}
     times: dict[str, list[float]] = {c: [] for c in CONFIGS}
     for r in range(args.rounds):
         chunk = batches[r * args.steps:(r + 1) * args.steps]
         for config in CONFIGS:  # interleaved: every configuration sees the same load pattern
-            if config == "hf":
+            if config.startswith("hf"):
                 ts = []
                 for b in chunk:
                     t = time.perf_counter()
-                    stepper.step(b)
+                    steppers[config].step(b)
                     ts.append(time.perf_counter() - t)
             else:
-                ts = xlmr_steps(ours, config.split("-")[1], chunk)
+                ts = xlmr_steps(ours, config.split("-")[1], chunk, bf16=not args.xlmr_fp32)
             times[config] += ts[1:]
             print(f"round {r}: {config} s/step {[round(x, 2) for x in ts]}", file=sys.stderr, flush=True)
     memory = {}
     if not args.skip_memory:
         for config in CONFIGS:
             out = subprocess.run([sys.executable, __file__, "--memory-only", config, "--data", args.data,
-                                  "--steps", "2", "--threads", str(args.threads)] + ["--minilm"] * args.minilm,
+                                  "--steps", "2", "--threads", str(args.threads)] + ["--minilm"] * args.minilm
+                                 + ["--xlmr-fp32"] * args.xlmr_fp32,
                                  capture_output=True, text=True, check=True)
             memory[config] = json.loads(out.stdout.strip().splitlines()[-1])
     rows = {}
-    hf_med = statistics.median(times["hf"])
+    hf_med, hf16_med = statistics.median(times["hf"]), statistics.median(times["hf-bf16"])
     arch = "MiniLM-L6-H384 checkpoint (22.7M parameters)" if args.minilm else \
         "xlm-roberta-base architecture (278M parameters, random init)"
     print(f"\n{arch}, NER, batch 32 WikiANN-en sentences "
           f"({statistics.mean(tokens):.0f} real / {statistics.mean(padded):.0f} padded tokens per batch), "
           f"{args.threads} thread(s), {len(times['hf'])} timed steps per configuration\n")
-    print(f"{'configuration':14} {'s/step':>7} {'sent/s':>7} {'vs HF':>6} {'peak RSS MB':>11} {'RSS growth MB':>13}")
+    from xlmr.train import autocast_device
+
+    print(f"xlmr precision: {'bf16 autocast' if autocast_device(torch.device('cpu'), not args.xlmr_fp32) else 'fp32'}\n")
+    print(f"{'configuration':14} {'s/step':>7} {'sent/s':>7} {'vs HF':>6} {'vs HF bf16':>10} {'peak RSS MB':>11} "
+          f"{'RSS growth MB':>13}")
     for config in CONFIGS:
         med = statistics.median(times[config])
         mem = memory.get(config, {})
-        rows[config] = {"s_per_step": med, "sentences_per_s": 32 / med, "speedup": hf_med / med, **mem}
+        rows[config] = {"s_per_step": med, "sentences_per_s": 32 / med, "speedup": hf_med / med,
+                        "speedup_vs_hf_bf16": hf16_med / med, **mem}
         growth = mem.get("peak_rss_mb", float("nan")) - mem.get("model_rss_mb", float("nan"))
-        print(f"{config:14} {med:7.2f} {32 / med:7.2f} {hf_med / med:6.2f} {mem.get('peak_rss_mb', float('nan')):11.0f} "
+        print(f"{config:14} {med:7.2f} {32 / med:7.2f} {hf_med / med:6.2f} {hf16_med / med:10.2f} {mem.get('peak_rss_mb', float('nan')):11.0f} "
               f"{growth:13.0f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "times": times, "rows": rows}, indent=2) + "\n")

@@ -132,3 +132,42 @@ def test_sequence_head_refuses_positions(tmp_path):
     ids, mask = padded_batch(1)
     with pytest.raises(ValueError, match="not 'sequence'"):
         ours(ids, mask, positions=torch.tensor([0, 5]))
+
+
+@pytest.mark.parametrize("attention_dropout", [0.0, 1e-9])
+def test_training_mode_matches_transformers(attention_dropout, tmp_path):
+    """Training mode takes other paths: one GEMM for query/key/value, and (with attention dropout on a
+    CPU) attention written out with our dropout. p = 1e-9 rounds to keeping every element, so that
+    path must give exactly HF's outputs and gradients without dropout."""
+    torch.manual_seed(0)
+    hf = T.XLMRobertaForTokenClassification(hf_config("xlm-roberta", num_labels=3, hidden_dropout_prob=0.0,
+                                                      attention_probs_dropout_prob=0.0)).train()
+    hf.save_pretrained(tmp_path / "hf")
+    ours = xlmr.load(tmp_path / "hf").train()
+    ours.config.attention_probs_dropout_prob = attention_dropout
+    for layer in ours.encoder_model.encoder.layer:
+        layer.attention.self.config = ours.config
+    ids, mask = padded_batch(hf.config.pad_token_id)
+    ref, got = hf(input_ids=ids, attention_mask=mask).logits, ours(ids, mask)
+    assert (real_positions(got, mask) - real_positions(ref, mask)).abs().max().item() <= 1e-5
+    w = torch.randn_like(ref)
+    (real_positions(ref, mask) * real_positions(w, mask)).sum().backward()
+    (real_positions(got, mask) * real_positions(w, mask)).sum().backward()
+    hf_grads = dict(hf.named_parameters())
+    for name, p in ours.named_parameters():
+        assert (p.grad - hf_grads[name].grad).abs().max().item() <= 1e-4, name
+
+
+def test_dropout_drops_at_rate_and_scales():
+    from xlmr.model import dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = dropout(x, 0.1)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 0.005, dropped
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 65536 / round(0.9 * 65536)))
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # the gradient is the same mask and scale
+    assert dropout(x, 0.1, training=False) is x
+    assert abs((dropout(torch.ones(1000, 1000), 0.5) == 0).float().mean().item() - 0.5) < 0.005

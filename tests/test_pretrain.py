@@ -147,7 +147,7 @@ def _torchrun(argv, nproc=2):
 
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_distributed_matches_single_process_and_resumes(prepared, tmp_path, parallel):
-    exact = ["--dropout", "0", "--save-every", "3"]
+    exact = ["--dropout", "0", "--save-every", "3", "--no-bf16"]  # bf16 rounds differently per batch split
     single = tmp_path / "single"
     assert run_cli(args(prepared, single, steps=3, extra=exact)).returncode == 0
     dist_out = tmp_path / parallel

@@ -81,7 +81,8 @@ def test_grad_accumulation_equals_big_batch():
     for bs, accum in [(16, 1), (8, 2)]:
         seed_everything(0)
         model = tiny_model()
-        cfg = TrainConfig(lr=1e-3, max_steps=4, grad_accum=accum, embeddings="dense", progress=False, warmup=0)
+        cfg = TrainConfig(lr=1e-3, max_steps=4, grad_accum=accum, embeddings="dense", progress=False, warmup=0,
+                          bf16=False)  # fp32: bf16 rounding differs between batch splits
         train(model, batches_of(ids, y, bs), seq_loss, cfg)
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert (results[0] - results[1]).abs().max() < 1e-5
@@ -128,3 +129,26 @@ def test_length_grouped_batches():
     assert batches != length_grouped_batches(lengths, batch_size=4, seed=1, epoch=1)
     capped = length_grouped_batches(lengths, batch_size=100, max_tokens=200, seed=0)
     assert all(max(lengths[i] for i in b) * len(b) <= 200 for b in capped)
+
+
+def test_auto_embedding_mode_follows_vocabulary_size():
+    from xlmr.train import SPARSE_ABOVE_ROWS, apply_embedding_mode
+
+    small = tiny_model()
+    assert apply_embedding_mode(small, "auto") == "dense"
+    assert not small.encoder_model.embeddings.word_embeddings.sparse
+    big = Model(Config(vocab_size=SPARSE_ABOVE_ROWS + 1, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=8), "token")
+    assert apply_embedding_mode(big, "auto") == "sparse"
+    assert big.encoder_model.embeddings.word_embeddings.sparse
+    mlm = Model(Config(vocab_size=SPARSE_ABOVE_ROWS + 1, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=8), "mlm")
+    assert apply_embedding_mode(mlm, "auto") == "dense"  # tied to the decoder
+
+
+def test_bf16_autocast_only_where_native():
+    from xlmr.train import autocast_device
+
+    assert autocast_device(torch.device("cpu"), bf16=False) is None
+    amx = torch.cpu.get_capabilities().get("amx_bf16", False)
+    assert autocast_device(torch.device("cpu")) == ("cpu" if amx else None)

@@ -16,7 +16,7 @@ from .checkpoint import load, resolve
 from .errors import XlmrError
 from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
 from .tokenizer import Tokenizer
-from .train import TrainConfig, apply_embedding_mode, seed_everything, set_threads, train
+from .train import TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "sentencepiece.bpe.model")
@@ -104,7 +104,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     device = device_of()
     threads = set_threads(cfg.threads) if device.type == "cpu" else 0
     model = load(src, head=task.head, id2label=task.id2label).to(device)
-    apply_embedding_mode(model, cfg.embeddings)
+    emb_mode = apply_embedding_mode(model, cfg.embeddings)
     method = apply_method(model, cfg)  # which parameters train; the loop below is the same for all
     features = task.encode(train_ex, tok, cfg.max_length, cfg.stride)
     lengths = [len(f) for f in features]
@@ -135,7 +135,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
         save_finetuned(m, best_dir, src, cfg)
 
     print(f"xlmr: {cfg.task} on {len(train_ex)} examples ({len(features)} rows), {len(task.labels)} labels, "
-          f"{steps_per_epoch} steps/epoch, device {device}" + (f", {threads} threads" if threads else ""),
+          f"{steps_per_epoch} steps/epoch, device {device}" + (f", {threads} threads" if threads else "") +
+          f", {emb_mode} embeddings, {'bf16 autocast' if autocast_device(device, cfg.bf16) else 'fp32'}",
           file=sys.stderr)
     result = train(model, batches, loss_fn, cfg, steps_per_epoch=steps_per_epoch,
                    evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out)

@@ -2,7 +2,8 @@
 
 A method changes which parameters train (requires_grad) and what is saved, never this loop.
 The loop owns: AdamW (plus SparseAdam for sparse embedding rows), warm-up + decay schedules,
-layer-wise learning-rate decay, gradient accumulation and clipping, bf16 autocast on CUDA,
+layer-wise learning-rate decay, gradient accumulation and clipping, bf16 autocast where the hardware
+multiplies bf16 natively (CUDA, or a CPU with AMX units),
 periodic evaluation with best-checkpoint keeping and early stopping, JSONL logs, a loss-curve PNG,
 a progress bar, and a stop on a NaN/inf loss.
 """
@@ -25,6 +26,11 @@ from torch import nn
 from .errors import XlmrError
 
 
+# `--embeddings auto` trains the word embeddings sparsely above this many rows. Measured
+# (docs/benchmarks.md): sparse is the faster mode at XLM-R's 250k rows, dense at MiniLM's 30k.
+SPARSE_ABOVE_ROWS = 100_000
+
+
 @dataclass
 class TrainConfig:
     """Optimisation and bookkeeping options shared by every training command."""
@@ -39,14 +45,16 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0: off)"})
     layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay factor (1: off)"})
-    embeddings: Literal["dense", "sparse", "frozen"] = field(
-        default="sparse", metadata={"help": "how the word-embedding matrix trains"})
+    embeddings: Literal["auto", "dense", "sparse", "frozen"] = field(
+        default="auto", metadata={"help": "how the word-embedding matrix trains (auto: sparse above "
+                                          f"{SPARSE_ABOVE_ROWS:,} rows, else dense)"})
     max_minutes: float = field(default=0.0, metadata={"help": "stop after this much wall time (0: off)"})
     eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: each epoch)"})
     patience: int = field(default=0, metadata={"help": "early stopping after N evaluations without gain (0: off)"})
     log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
     seed: int = field(default=0, metadata={"help": "random seed"})
-    bf16: bool = field(default=True, metadata={"help": "bf16 autocast when running on CUDA"})
+    bf16: bool = field(default=True, metadata={
+        "help": "bf16 autocast on CUDA and on CPUs with AMX bf16 units (--no-bf16: fp32 everywhere)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
 
@@ -67,6 +75,20 @@ def set_threads(threads: int = 0) -> int:
         threads = max(1, cores - int(busy + 0.5))
     torch.set_num_threads(threads)
     return threads
+
+
+def autocast_device(device: torch.device, bf16: bool = True) -> str | None:
+    """The autocast device type for bf16 training, or None for fp32. On a CPU, bf16 autocast
+    only pays where AMX tiles multiply bf16 matrices natively (about 3x fp32 matmul
+    throughput on a Xeon with AMX); elsewhere bf16 is emulated and slower than fp32."""
+    if not bf16:
+        return None
+    if device.type == "cuda":
+        return "cuda" if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        return "cpu" if caps.get("amx_bf16") else None
+    return None
 
 
 def rng_state() -> dict:
@@ -144,31 +166,37 @@ def _is_sparse_embedding(model: nn.Module, p: torch.Tensor) -> bool:
     return any(isinstance(m, nn.Embedding) and m.sparse and m.weight is p for m in model.modules())
 
 
-def apply_embedding_mode(model: nn.Module, mode: str) -> None:
+def apply_embedding_mode(model: nn.Module, mode: str) -> str:
     """dense: ordinary training; sparse: only rows a batch touches get gradients and updates;
-    frozen: the word-embedding matrix does not train. A matrix tied to an MLM decoder stays dense."""
+    frozen: the word-embedding matrix does not train; auto: sparse for a vocabulary of more than
+    SPARSE_ABOVE_ROWS rows, else dense. A matrix tied to an MLM decoder stays dense. Returns the mode."""
     core = getattr(model, "module", model)
     emb = core.encoder_model.embeddings.word_embeddings
+    if mode == "auto":
+        mode = "sparse" if emb.num_embeddings > SPARSE_ABOVE_ROWS else "dense"
     tied = getattr(core, "head", None) == "mlm"
     emb.sparse = mode == "sparse" and not tied
     if mode == "frozen":
         emb.weight.requires_grad_(False)
+    return "dense" if tied and mode == "sparse" else mode
 
 
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> float:
-    """Global-norm clipping that also handles sparse gradients."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
+    """Global-norm clipping that also handles sparse gradients (dense ones in one foreach pass)."""
+    dense = [p.grad for p in params if p.grad is not None and not p.grad.is_sparse]
+    sparse = [p.grad for p in params if p.grad is not None and p.grad.is_sparse]
+    if not dense and not sparse:
         return 0.0
-    norms = [g.coalesce().values().norm() if g.is_sparse else g.norm() for g in grads]
-    total = torch.stack([n.float() for n in norms]).norm()
+    norms = [g.coalesce().values().norm().float() for g in sparse]
+    if dense:
+        norms.append(torch.nn.utils.get_total_norm(dense, foreach=True).float())
+    total = torch.stack(norms).norm()
     if max_norm > 0:
         coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-        for i, g in enumerate(grads):
-            if g.is_sparse:
-                grads[i].mul_(coef)
-            else:
-                g.mul_(coef)
+        if dense:
+            torch._foreach_mul_(dense, coef)
+        for g in sparse:
+            g.mul_(coef)
     return float(total)
 
 
@@ -252,7 +280,7 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
     state.optimizers, state.schedulers = optimizers, schedulers
     log = JsonlLog(out / "metrics.jsonl" if out else None)
     eval_every = cfg.eval_every or (steps_per_epoch or 0)
-    use_bf16 = cfg.bf16 and device.type == "cuda"
+    amp = autocast_device(device, cfg.bf16)
     bar = _progress(cfg.progress, total, state.step)
     start, tokens, running, n_running = time.perf_counter(), 0, 0.0, 0
     model.train()
@@ -260,7 +288,7 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
     while state.step < total and not stopped_early:
         micro = 0
         for batch in batches(state.epoch):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.autocast(amp or device.type, dtype=torch.bfloat16, enabled=amp is not None):
                 loss = loss_fn(model, batch)
             if not torch.isfinite(loss):
                 raise XlmrError(f"loss became {loss.item()} at step {state.step}; stopping "
