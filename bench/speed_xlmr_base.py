@@ -58,7 +58,7 @@ def make_batches(data: str, n_batches: int, seed: int = 0, remap: bool = True) -
     from xlmr.tokenizer import Tokenizer
 
     task = Ner()
-    examples = task.read(f"{data}/train.conll")[:32 * 50]
+    examples = task.read(f"{data}/train.conll")[:int(os.environ.get("BENCH_SENTENCES", 32 * 50))]
     task.build_labels(examples)
     feats = task.encode(examples, Tokenizer.from_pretrained(gt.get_model_path()), 128, 32)
     g = torch.Generator().manual_seed(seed)
