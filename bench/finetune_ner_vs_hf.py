@@ -55,7 +55,8 @@ def run_xlmr(args, model_dir: str, out: Path) -> dict:
                                 test=[f"en={args.data}/test.conll"], out=str(out / "xlmr"),
                                 max_train=args.train_n, max_eval=args.test_n, epochs=args.epochs,
                                 batch_size=32, lr=5e-5, warmup=0.1, weight_decay=0.01, seed=0, max_length=128,
-                                embeddings=args.embeddings, progress=False, threads=args.threads)
+                                embeddings=args.embeddings, progress=False, threads=args.threads,
+                                bf16=not args.xlmr_fp32)
         summary = ft.finetune(cfg)
     finally:
         ft.train = real_train
@@ -125,7 +126,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--embeddings", default="auto", choices=["auto", "dense", "sparse", "frozen"])
-    ap.add_argument("--order", default="hf,xlmr", help="which side runs first")
+    ap.add_argument("--order", default="hf,xlmr", help="which sides run, in this order (hf, xlmr, hf-bf16)")
+    ap.add_argument("--xlmr-fp32", action="store_true", help="xlmr without bf16 autocast (as on a CPU without AMX)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
     if not Path(args.data, "train.conll").is_file():
@@ -143,7 +145,7 @@ def main() -> None:
     from xlmr.train import autocast_device
 
     hf, ours = results["hf"], results["xlmr"]
-    amp = "bf16 autocast" if autocast_device(torch.device("cpu")) else "fp32"
+    amp = "bf16 autocast" if autocast_device(torch.device("cpu"), not args.xlmr_fp32) else "fp32"
     print(f"\nMiniLM-L6-H384, WikiANN-en: {args.train_n} train sentences x {args.epochs:g} epochs, batch 32, "
           f"{args.test_n} test sentences, {args.threads} thread(s), xlmr embeddings={args.embeddings}, "
           f"xlmr precision: {amp}\n")

