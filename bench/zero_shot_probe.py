@@ -21,21 +21,24 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def layer_features(model, tok, texts: list[str], batch: int = 64):
-    """(layers + 1, N, D) numpy array: masked mean of the embeddings and of each layer's output."""
+    """(layers + 1, N, D) numpy array: masked mean of the embeddings and of each layer's output,
+    collected by forward hooks around the encoder's own forward."""
     import torch
 
-    enc, out = model.encoder_model, []
-    with torch.no_grad():
-        for i in range(0, len(texts), batch):
-            ids, am, _ = tok.encode(texts[i:i + batch], max_length=128).tensors()
-            x = enc.embeddings(ids, None)
-            mask = enc.attention_mask(am, ids.shape[1], x.device, x.dtype)
-            states = [x]
-            for layer in enc.encoder.layer:
-                x = layer(x, mask)
-                states.append(x)
-            w = am[..., None].float()
-            out.append(torch.stack([(h * w).sum(1) / w.sum(1) for h in states]))
+    enc, states, out = model.encoder_model, [], []
+    hooks = [m.register_forward_hook(lambda _m, _args, h: states.append(h))
+             for m in (enc.embeddings, *enc.encoder.layer)]
+    try:
+        with torch.no_grad():
+            for i in range(0, len(texts), batch):
+                ids, am, _ = tok.encode(texts[i:i + batch], max_length=128).tensors()
+                states.clear()
+                enc(ids, am)
+                w = am[..., None].float()
+                out.append(torch.stack([(h * w).sum(1) / w.sum(1) for h in states]))
+    finally:
+        for hook in hooks:
+            hook.remove()
     return torch.cat(out, 1).numpy()
 
 
