@@ -88,6 +88,49 @@ def test_grad_accumulation_equals_big_batch():
     assert (results[0] - results[1]).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+def test_clipping_matches_torch_clip_then_step(mode):
+    """Our clipping (coefficient handed to fused AdamW, BLAS-dot norms, sparse rows) trains the same
+    parameters as torch's clip_grad_norm_ followed by the step; no grad_scale is left behind."""
+    from xlmr.train import apply_embedding_mode, build_optimizers, clip_grad_norm
+
+    ids, y = toy_data(32)
+    cfg = TrainConfig(lr=1e-2, max_steps=3, embeddings=mode, max_grad_norm=0.01, progress=False, warmup=0,
+                      bf16=False)
+    models = []
+    for ours in (True, False):
+        seed_everything(0)
+        model = tiny_model()
+        apply_embedding_mode(model, mode)
+        opts = build_optimizers(model, cfg)
+        params = [p for o in opts for g in o.param_groups for p in g["params"]]
+        norms = []
+        for batch in list(batches_of(ids, y, 16)(0))[:2] * 2:
+            seq_loss(model, batch).backward()
+            if ours:
+                norms.append(clip_grad_norm(params, cfg.max_grad_norm, opts))
+                assert any(hasattr(o, "grad_scale") for o in opts)  # clipping was active and folded
+            else:
+                dense = [p for p in params if not p.grad.is_sparse]
+                sparse = [p.grad for p in params if p.grad.is_sparse]
+                total = torch.cat([torch.nn.utils.get_total_norm([p.grad for p in dense]).reshape(1)]
+                                  + [g.coalesce().values().norm().reshape(1) for g in sparse]).norm()
+                norms.append(float(total))
+                torch._foreach_mul_([p.grad for p in dense], cfg.max_grad_norm / (total + 1e-6))
+                for g in sparse:
+                    g.mul_(cfg.max_grad_norm / (total + 1e-6))
+            for o in opts:
+                o.step()
+                o.__dict__.pop("grad_scale", None)
+                o.zero_grad(set_to_none=True)
+        models.append((torch.cat([p.detach().flatten() for p in model.parameters()]), norms))
+    (a, na), (b, nb) = models
+    assert na == pytest.approx(nb, rel=1e-5) and min(na) > 10 * cfg.max_grad_norm
+    assert (a - b).abs().max() < 1e-6
+    small = clip_grad_norm(params, 1e9, opts)  # no gradients left: nothing to clip, nothing set
+    assert small == 0.0 and not any(hasattr(o, "grad_scale") for o in opts)
+
+
 def test_layer_decay_gives_lower_lr_to_lower_layers():
     from xlmr.train import build_optimizers
 
