@@ -204,13 +204,14 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float, optimizers: Iter
     if max_norm <= 0 or total <= max_norm:
         return total
     coef = max_norm / (total + 1e-6)
-    fused = [o for o in optimizers if o.defaults.get("fused")]
-    covered = {id(p) for o in fused for g in o.param_groups for p in g["params"]}
-    if plain and all(id(p) in covered for p in dense):
-        for o in fused:
-            o.grad_scale = torch.tensor(1.0 / coef)
-    elif grads:
-        torch._foreach_mul_(grads, coef)
+    if grads:
+        fused = [o for o in optimizers if o.defaults.get("fused")]
+        covered = {id(p) for o in fused for g in o.param_groups for p in g["params"]}
+        if plain and all(id(p) in covered for p in dense):
+            for o in fused:
+                o.grad_scale = torch.tensor(1.0 / coef)
+        else:
+            torch._foreach_mul_(grads, coef)
     for g in sparse:
         g.mul_(coef)
     return total
