@@ -165,3 +165,59 @@ def test_distributed_matches_single_process_and_resumes(prepared, tmp_path, para
         proc = runner(args(prepared, copy, steps=4, extra=extra))
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert "resumed from step 3" in proc.stderr
+
+
+class _CreatesFile:
+    """Unpickling this calls open(path, "w"): the shape of a crafted checkpoint payload."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _plant_metadata(ckpt: Path, marker: Path) -> None:
+    import pickle
+
+    payload = pickle.dumps(_CreatesFile(marker))
+    (ckpt / ".metadata").write_bytes(payload)
+    sizes = json.loads((ckpt / "files.json").read_text())  # a crafted file passes the size check too
+    sizes[".metadata"] = len(payload)
+    (ckpt / "files.json").write_text(json.dumps(sizes))
+
+
+def test_crafted_metadata_runs_no_code_in_export_or_resume(prepared, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(args(prepared, out, steps=3)) == 0
+    capsys.readouterr()
+    marker = tmp_path / "pwned"
+    latest = sorted((out / "checkpoints").iterdir())[-1]
+    _plant_metadata(latest, marker)
+    # export: one line naming the file, and no code ran
+    assert main(["export", str(out), str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(latest / ".metadata") in err and "refused" in err, err
+    assert not marker.exists()
+    # resume: the crafted checkpoint is skipped with a warning naming it; the one before is used
+    shutil.rmtree(out / "final")
+    assert main(args(prepared, out, steps=4)) == 0
+    err = capsys.readouterr().err
+    assert str(latest / ".metadata") in err and "resumed from step 2" in err, err
+    assert not marker.exists()
+
+
+def test_checkpoint_items_are_read_without_running_code(tmp_path):
+    import torch.distributed.checkpoint as dcp
+
+    from xlmr import resume
+
+    marker = tmp_path / "pwned"
+    resume._quiet(dcp.save, {"model": {"w": torch.ones(2), "extra": _CreatesFile(marker)}},
+                  checkpoint_id=str(tmp_path / "ck"))
+    with pytest.raises(resume.UnsafeCheckpoint, match="'model.extra' cannot be read safely"):
+        resume.read({"model": {"w": torch.zeros(2), "extra": None}}, tmp_path / "ck")
+    assert not marker.exists()
+    got = {"model": {"w": torch.zeros(2)}}  # plain items still load
+    resume.read(got, tmp_path / "ck")
+    assert torch.equal(got["model"]["w"], torch.ones(2))

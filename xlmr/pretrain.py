@@ -221,8 +221,6 @@ def export_final(model, core: Model, directory: Path, tok_dir: Path, world: Worl
 
 def export_checkpoint(run_dir: str, out: str, step: int | None = None) -> Path:
     """`xlmr export`: a training checkpoint of a run -> an HF directory (XLMRobertaForMaskedLM layout)."""
-    import torch.distributed.checkpoint as dcp
-
     from .checkpoint import export_hf
 
     run = Path(run_dir)
@@ -237,7 +235,7 @@ def export_checkpoint(run_dir: str, out: str, step: int | None = None) -> Path:
         raise XlmrError(f"{run}/checkpoints: no checkpoint" + (f" for step {step}" if step is not None else ""))
     model = Model(config, "mlm")
     sd = {"model": dict(model.state_dict())}
-    resume._quiet(dcp.load, sd, checkpoint_id=str(found[-1]))
+    resume.read(sd, found[-1])
     model.load_state_dict(sd["model"])
     model.tie_weights()
     directory = export_hf(model, out)
