@@ -103,7 +103,7 @@ def main() -> int:
     ap.add_argument("--time-limit", type=float, default=600, help="seconds; stop sending after this")
     ap.add_argument("--test", default="/work/shared/data/wikiann/en/test.conll")
     ap.add_argument("--json", default=None)
-    ap.add_argument("server_args", nargs="*", help="extra `xlmr serve` options, after --")
+    ap.add_argument("server_args", nargs="*", help="extra `xlmr serve` options, after -- (e.g. -- --timeout 30)")
     args = ap.parse_args()
 
     from xlmr.tasks import get_task
