@@ -14,7 +14,7 @@ pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from xlmr.serve import ServeConfig, create_app  # noqa: E402
+from xlmr.serve import ServeConfig, create_app, listen_socket, uvicorn_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +38,16 @@ class SlowPredictor:
         self.batches.append(len(texts))
         time.sleep(self.seconds)
         return [{"text": t, "label": "a", "probs": {"a": 1.0, "b": 0.0}} for t in texts]
+
+
+class PoisonPredictor(SlowPredictor):
+    """Fails a whole call when any text in it is "poison" (as a tokenizer error would)."""
+
+    def __call__(self, texts):
+        if "poison" in texts:
+            self.batches.append(len(texts))
+            raise ValueError("cannot encode 'poison'")
+        return super().__call__(texts)
 
 
 def concurrently(fn, n: int) -> list:
@@ -80,7 +90,12 @@ BAD = [  # (name, request kwargs, status, words in the error)
     ("10 MB body", dict(content=b'{"texts": ["' + b"a" * (10 << 20) + b'"]}'), 413, "body too large"),
     ("10,000 texts", dict(json={"texts": ["a"] * 10_000}), 413, "too many texts"),
     ("long text", dict(json={"texts": ["a" * 2001]}), 413, "too long"),
+    ("lone surrogate", dict(content=b'{"texts": ["fine", "a\\ud800b"]}'), 400, "texts[1] is not valid Unicode"),
+    ("deep JSON", dict(content=b"[" * 100_000 + b"]" * 100_000), 400, "nested too deeply"),
+    ("deep JSON in texts", dict(content=b'{"texts": ' + b"[" * 100_000), 400, "nested too deeply"),
 ]
+ODD_BUT_VALID = ["\x00", "\ufeff", "a\u2028b", "\U0001F600 ok", "\u0627\u0644\u0639\u0631\u0628\u064a\u0629", "\u0301",
+                 " \t ", "a" * 2000, "\uffff", "x\r\ny"]
 
 
 def check_bad_requests(post, get):
@@ -90,6 +105,8 @@ def check_bad_requests(post, get):
         assert words in r.json()["error"], name
         assert get("/healthz").status_code == 200, name
     assert post("/v1/predict", json={"texts": ["still fine"]}).status_code == 200
+    r = post("/v1/predict", json={"texts": ODD_BUT_VALID})  # odd but valid Unicode: answered
+    assert r.status_code == 200 and [p["text"] for p in r.json()["predictions"]] == ODD_BUT_VALID
 
 
 def test_bad_requests_in_process(models):
@@ -155,6 +172,92 @@ def test_micro_batching_queue_limit_and_timeout():
     with TestClient(create_app(cfg, predictor=SlowPredictor(1.0))) as c:
         r = c.post("/v1/predict", json={"texts": ["x"]})
         assert r.status_code == 504 and "within 0.2 s" in r.json()["error"]
+
+
+def test_poisoned_request_fails_alone_in_its_micro_batch():
+    """7 requests share one model call; one of them makes the call fail. Only that one gets the 500."""
+    poison = PoisonPredictor(0.05)
+    cfg = ServeConfig(model="fake", max_batch=16, max_wait_ms=300)
+    with TestClient(create_app(cfg, predictor=poison)) as c:
+        poison.batches.clear()
+        texts = [f"t{i}" for i in range(6)] + ["poison"]
+        rs = concurrently(lambda i: c.post("/v1/predict", json={"texts": [texts[i]]}), 7)
+        assert poison.batches[0] == 7  # they were batched together
+        for text, r in zip(texts, rs):
+            if text == "poison":
+                assert r.status_code == 500 and "prediction failed (ValueError)" in r.json()["error"]
+            else:
+                assert r.status_code == 200 and r.json()["predictions"][0]["text"] == text
+        assert c.post("/v1/predict", json={"texts": ["after"]}).status_code == 200
+
+
+def test_serve_option_errors_are_one_line(capsys):
+    from xlmr.cli import main
+
+    assert main(["serve", "--model", "nowhere", "--port", "70000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--port must be an integer from 0 to 65535, got 70000" in err
+    assert main(["serve", "--model", "nowhere", "--read-timeout", "0"]) == 2
+    assert "--read-timeout must be a finite number > 0" in capsys.readouterr().err
+    with listen_socket("127.0.0.1", 0) as taken:
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", "nowhere", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot listen on 127.0.0.1:{port}" in err
+
+
+def test_stalled_and_silent_clients_are_closed_and_connections_capped():
+    """A real uvicorn server with --read-timeout 1 and --max-connections 3, and raw socket clients."""
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    cfg = ServeConfig(model="fake", read_timeout=1.0, max_connections=3)
+    sock = listen_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(create_app(cfg, predictor=SlowPredictor(0)), cfg))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        def connect():
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            return s
+
+        def read_until_closed(s) -> tuple[bytes, float]:
+            t0, data = time.monotonic(), b""
+            while chunk := s.recv(65536):  # b"" once the server closed it
+                data += chunk
+            return data, time.monotonic() - t0
+
+        # three clients fill the cap: one silent, one trickling headers, one with a stalled body
+        silent, trickle, stalled = connect(), connect(), connect()
+        trickle.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+        stalled.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{\"texts\": [")
+        time.sleep(0.2)
+        r = httpx.post(url + "/v1/predict", json={"texts": ["a"]}, timeout=5)
+        assert r.status_code == 503  # a fourth connection is over the cap
+        for s in (silent, trickle):
+            data, waited = read_until_closed(s)
+            assert data == b"" and waited < 2.5  # closed by the header deadline
+        data, waited = read_until_closed(stalled)
+        assert waited < 2.5 and data.startswith(b"HTTP/1.1 408 ")
+        assert b"connection: close" in data.lower()
+        assert json.loads(data.split(b"\r\n\r\n", 1)[1]) == {"error": "request body not received within 1 s"}
+        for s in (silent, trickle, stalled):
+            s.close()
+        r = httpx.post(url + "/v1/predict", json={"texts": ["a"]}, timeout=5)
+        assert r.status_code == 200  # capacity is back
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def test_sigterm_under_load_loses_no_accepted_request(server):

@@ -16,6 +16,9 @@ accepted). A second signal stops at once.
 import asyncio
 import collections
 import json
+import math
+import re
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,13 +48,28 @@ class ServeConfig:
     max_queue: int = field(default=1024, metadata={"help": "requests waiting (more: 429)"})
     max_body: int = field(default=1 << 20, metadata={"help": "request body bytes (more: 413)"})
     timeout: float = field(default=10.0, metadata={"help": "seconds a request may wait for its result (then 504)"})
+    read_timeout: float = field(default=10.0, metadata={
+        "help": "seconds a client has to send a request's headers (then the connection is closed), and again its "
+                "body (then 408)"})
+    keep_alive: float = field(default=5.0, metadata={"help": "seconds an idle keep-alive connection stays open"})
+    max_connections: int = field(default=256, metadata={"help": "open connections (more: 503)"})
 
     def __post_init__(self):
-        for name in ("port", "max_batch", "max_texts", "max_chars", "max_queue", "max_body"):
-            if getattr(self, name) < (0 if name == "port" else 1):
-                raise XlmrError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.max_wait_ms < 0 or self.timeout <= 0:
-            raise XlmrError("--max-wait-ms must be >= 0 and --timeout > 0")
+        def flag(name):
+            return "--" + name.replace("_", "-")
+
+        for name in ("max_batch", "max_texts", "max_chars", "max_queue", "max_body", "max_connections"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise XlmrError(f"{flag(name)} must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise XlmrError(f"--port must be an integer from 0 to 65535, got {self.port!r}")
+        for name in ("timeout", "read_timeout", "keep_alive", "max_wait_ms"):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and math.isfinite(value) and (value >= 0 if name == "max_wait_ms"
+                                                                               else value > 0)
+            if not ok:
+                raise XlmrError(f"{flag(name)} must be a finite number {'>= 0' if name == 'max_wait_ms' else '> 0'}"
+                                f" of {'milliseconds' if name == 'max_wait_ms' else 'seconds'}, got {value!r}")
 
 
 class ApiError(Exception):
@@ -156,32 +174,63 @@ class Batcher:
             jobs = self._take()
             if not jobs:
                 continue
-            texts = [t for j in jobs for t in j.texts]
             self.busy = True
             try:
-                results = await loop.run_in_executor(self.executor, self.predict, texts)
-            except Exception as e:  # one bad batch fails its requests, not the server
-                for j in jobs:
-                    if not j.future.done():
-                        j.future.set_exception(e)
-                continue
+                await self._serve(jobs)
             finally:
                 self.busy = False
-            self.metrics.batch.observe(len(texts))
-            self.metrics.texts.inc(len(texts))
-            k = 0
-            for j in jobs:
-                if not j.future.done():
-                    j.future.set_result(results[k:k + len(j.texts)])
-                k += len(j.texts)
+
+    async def _call(self, texts: list[str]) -> list[dict]:
+        results = await asyncio.get_running_loop().run_in_executor(self.executor, self.predict, texts)
+        if len(results) != len(texts):
+            raise RuntimeError(f"the model returned {len(results)} results for {len(texts)} texts")
+        self.metrics.batch.observe(len(texts))
+        self.metrics.texts.inc(len(texts))
+        return results
+
+    async def _serve(self, jobs: list[Job]) -> None:
+        """Run `jobs` as one model call. If that fails, run each job alone, so that a request the model
+        cannot handle fails only itself (500), not the others batched with it."""
+        try:
+            results = await self._call([t for j in jobs for t in j.texts])
+        except Exception as e:
+            if len(jobs) == 1:
+                settle(jobs[0], error=e)
+                return
+            for j in (j for j in jobs if not j.future.done()):
+                try:
+                    settle(j, await self._call(j.texts))
+                except Exception as err:  # this job's own failure
+                    settle(j, error=err)
+            return
+        k = 0
+        for j in jobs:
+            settle(j, results[k:k + len(j.texts)])
+            k += len(j.texts)
+
+
+def settle(job: Job, results: list[dict] | None = None, error: Exception | None = None) -> None:
+    """Hand a job its results or its error (unless its request already gave up waiting)."""
+    if job.future.done():
+        return
+    if error is not None:
+        job.future.set_exception(error)
+    else:
+        job.future.set_result(results)
+
+
+SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a JSON escape, not in Unicode text
 
 
 def parse_texts(body: bytes, cfg: ServeConfig) -> list[str]:
-    """The request's texts, validated: 400 bad JSON, 422 wrong shape or types, 413 over the limits."""
+    """The request's texts, validated: 400 bad JSON or text that is not Unicode, 422 wrong shape or
+    types, 413 over the limits."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise ApiError(400, f"request body is not valid JSON ({str(e).splitlines()[0][:120]})") from None
+    except RecursionError:
+        raise ApiError(400, "request body is not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict) or "texts" not in data:
         raise ApiError(422, 'expected a JSON object {"texts": [string, ...]}')
     texts = data["texts"]
@@ -194,6 +243,10 @@ def parse_texts(body: bytes, cfg: ServeConfig) -> list[str]:
             raise ApiError(422, f"texts[{i}] must be a string, got {type(t).__name__}")
         if len(t) > cfg.max_chars:
             raise ApiError(413, f"texts[{i}] is too long: {len(t)} > {cfg.max_chars} characters")
+        bad = SURROGATE.search(t)
+        if bad:
+            raise ApiError(400, f"texts[{i}] is not valid Unicode: lone surrogate U+{ord(bad.group()):04X} at "
+                                f"character {bad.start()}")
     return texts
 
 
@@ -201,14 +254,19 @@ async def read_body(request, limit: int) -> bytes:
     """The body, or 413 past `limit` bytes (after reading and dropping the rest, up to DRAIN_CAP)."""
     size = request.headers.get("content-length", "")
     declared = int(size) if size.isdigit() else None
+    from starlette.requests import ClientDisconnect
+
     chunks, n = [], 0
-    async for chunk in request.stream():
-        n += len(chunk)
-        if n > limit or (declared is not None and declared > limit):
-            if n > DRAIN_CAP:
-                break
-            continue
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > limit or (declared is not None and declared > limit):
+                if n > DRAIN_CAP:
+                    break
+                continue
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ApiError(400, "the client closed the connection before sending the whole body") from None
     if n > limit or (declared is not None and declared > limit):
         raise ApiError(413, f"request body too large: {max(n, declared or 0)} > {limit} bytes")
     return b"".join(chunks)
@@ -226,6 +284,71 @@ def make_predict(predictor):
             out[i] = r
         return out
     return predict
+
+
+class ReadTimeout:
+    """ASGI middleware: a request whose body has not fully arrived `seconds` after the request began
+    fails with 408 (and the connection is closed), so a client that declares a body and stalls does
+    not hold a connection and a request slot for ever."""
+
+    def __init__(self, app, seconds: float):
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        loop = asyncio.get_running_loop()
+        deadline, body_done = loop.time() + self.seconds, False
+
+        async def timed_receive():
+            nonlocal body_done
+            if body_done:  # later receives wait for a disconnect: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                raise ApiError(408, f"request body not received within {self.seconds:g} s") from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        await self.app(scope, timed_receive, send)
+
+
+def guarded_h11(read_timeout: float):
+    """uvicorn's h11 protocol, plus a deadline for request headers: a connection that has not sent a
+    complete request line and headers `read_timeout` seconds after it opened (or after it started
+    sending its next request) is closed. uvicorn has no such deadline, so a client that connects and
+    sends nothing, or trickles its headers, would otherwise hold the connection for ever."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        header_timer = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data):
+            between = self.cycle is None or self.cycle.response_complete
+            if self.header_timer is None and between:  # bytes of a new request: its headers are due
+                self._arm()
+            super().data_received(data)
+
+        def connection_lost(self, exc):
+            if self.header_timer is not None:
+                self.header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _arm(self):
+            self.header_timer = self.loop.call_later(read_timeout, self._headers_due, self.cycle)
+
+        def _headers_due(self, cycle):
+            self.header_timer = None
+            no_new_request = self.cycle is cycle and (cycle is None or cycle.response_complete)
+            if no_new_request and not self.transport.is_closing():
+                self.transport.close()
+
+    return GuardedH11Protocol
 
 
 def create_app(cfg: ServeConfig, predictor=None):
@@ -269,6 +392,12 @@ def create_app(cfg: ServeConfig, predictor=None):
         headers = {"Connection": "close", "Retry-After": "1"} if close else None
         return JSONResponse({"error": message}, status_code=status, headers=headers)
 
+    app.add_middleware(ReadTimeout, seconds=cfg.read_timeout)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request, e: ApiError):  # an ApiError outside the predict route (a read timeout)
+        return error(e.status, str(e), close=True)
+
     @app.post("/v1/predict")
     async def predict_route(request: Request):
         t0 = time.perf_counter()
@@ -283,7 +412,7 @@ def create_app(cfg: ServeConfig, predictor=None):
                 results = await app.state.batcher.submit(texts, cfg.timeout) if texts else []
                 response = JSONResponse({"predictions": results})
             except ApiError as e:
-                response = error(e.status, str(e), close=e.status == 413)
+                response = error(e.status, str(e), close=e.status in (408, 413))  # the body is unread
             except Exception as e:  # a model failure: answer, log, keep serving
                 response = error(500, f"prediction failed ({type(e).__name__})")
             finally:
@@ -331,12 +460,37 @@ async def watch_drain(app, cfg: ServeConfig) -> None:
         app.state.server.should_exit = True
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to (host, port), or one line saying why it cannot be (port in use, bad host)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise XlmrError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app, cfg: ServeConfig):
+    """uvicorn's Config with the connection limits of `cfg`."""
+    import uvicorn
+
+    # uvicorn answers 503 once len(connections) >= limit_concurrency, counting the new one: +1 lets
+    # exactly max_connections in
+    return uvicorn.Config(app, log_level="warning", access_log=False, http=guarded_h11(cfg.read_timeout),
+                          limit_concurrency=cfg.max_connections + 1, timeout_keep_alive=cfg.keep_alive,
+                          timeout_graceful_shutdown=int(cfg.timeout) + 5)
+
+
 def serve(cfg: ServeConfig) -> None:
     """Run the server until SIGTERM/SIGINT (graceful) or a second signal (at once)."""
     import uvicorn
 
     if not cfg.model:
         raise XlmrError("serve needs --model DIR")
+    sock = listen_socket(cfg.host, cfg.port)  # before the model loads: a taken port fails at once
     app = create_app(cfg)
 
     class Server(uvicorn.Server):
@@ -345,9 +499,8 @@ def serve(cfg: ServeConfig) -> None:
                 return super().handle_exit(sig, frame)
             app.state.draining = True
 
-    server = Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False,
-                                   timeout_graceful_shutdown=int(cfg.timeout) + 5))
+    server = Server(uvicorn_config(app, cfg))
     app.state.server = server
     print(f"xlmr: serving {app.state.info['task']} model {cfg.model} ({cfg.backend}, {cfg.quantize}) on "
-          f"http://{cfg.host}:{cfg.port}", flush=True)
-    server.run()
+          f"http://{cfg.host}:{sock.getsockname()[1]}", flush=True)
+    server.run(sockets=[sock])
