@@ -292,7 +292,7 @@ def _read_state(path: Path) -> dict:
     """trainer_state.json, checked to hold a step and the RNG state."""
     try:
         state = json.loads((path / STATE).read_text(encoding="utf-8"))
-        if not isinstance(state, dict) or not isinstance(state.get("step"), int) or not isinstance(state.get("rng"), dict):
+        if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("rng"), dict)):
             raise ValueError("no step or RNG state")
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DamagedCheckpoint(f"{path / STATE}: unreadable ({e})") from None
