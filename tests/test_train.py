@@ -147,8 +147,39 @@ def test_nan_loss_stops_with_clear_message():
     def bad_loss(m, b):
         return seq_loss(m, b) * float("nan")
 
-    with pytest.raises(XlmrError, match="loss became nan at step 0"):
+    with pytest.raises(XlmrError, match="loss became nan at step 0; stopping .no checkpoint was saved."):
         train(model, batches_of(ids, y, 8), bad_loss, TrainConfig(max_steps=2, progress=False))
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan")])
+def test_clipping_a_non_finite_norm_leaves_gradients_and_the_loop_stops(bad):
+    from xlmr.train import build_optimizers, clip_grad_norm
+
+    model = tiny_model()
+    opts = build_optimizers(model, TrainConfig())
+    params = [p for p in model.parameters()]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    params[0].grad[0, 0] = bad
+    before = [p.grad.clone() for p in params]
+    norm = clip_grad_norm(params, 1.0, opts)
+    assert norm != norm if bad != bad else norm == bad  # returned as is, no ZeroDivisionError
+    assert all(torch.equal(p.grad.nan_to_num(), b.nan_to_num()) for p, b in zip(params, before))  # unscaled
+    assert not any(hasattr(o, "grad_scale") for o in opts)
+    model.zero_grad(set_to_none=True)
+    # in the loop: a finite loss whose gradient norm overflows stops before the update, with one line
+    ids, y = toy_data(16)
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def overflowing(m, b):
+        loss = seq_loss(m, b)
+        loss.register_hook(lambda g: g * 1e30)  # finite gradients, squared norm past fp32's range
+        return loss
+
+    with pytest.raises(XlmrError, match="gradient norm became inf at step 0; stopping before the update "
+                                        r"\(no checkpoint was saved\)"):
+        train(model, batches_of(ids, y, 8), overflowing, TrainConfig(max_steps=2, progress=False))
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items())
 
 
 def test_early_stopping_and_best_checkpoint():

@@ -1,6 +1,9 @@
-"""Batches by length: sort within buckets so little compute goes to padding, then shuffle batches."""
+"""Batches by length: sort within buckets so little compute goes to padding, then shuffle batches;
+and the resumable per-epoch batch source of fine-tuning."""
 
 from __future__ import annotations
+
+from typing import Any, Callable
 
 import numpy as np
 
@@ -32,3 +35,30 @@ def length_grouped_batches(lengths: list[int], batch_size: int, max_tokens: int 
         perm = rng.permutation(len(batches))
         batches = [batches[i] for i in perm]
     return batches
+
+
+class EpochBatches:
+    """`batches(epoch)` for the training loop over a fixed plan per epoch, resumable mid-epoch:
+    it counts the micro-batches of the current epoch handed out, and after `load_state_dict`
+    skips those (without building them)."""
+
+    def __init__(self, plan: Callable[[int], list], make: Callable[[Any], Any]):
+        self.plan, self.make = plan, make  # plan(epoch) -> items; make(item) -> micro-batch
+        self.epoch, self.taken = 0, 0
+
+    def __call__(self, epoch: int):
+        skip = self.taken if epoch == self.epoch else 0
+        self.epoch, self.taken = epoch, skip
+        for item in self.plan(epoch)[skip:]:
+            self.taken += 1  # counted when handed out: the loop trains on it before it asks for more
+            yield self.make(item)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "taken": self.taken}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.epoch, self.taken = int(d["epoch"]), int(d["taken"])
+
+    def epoch_done(self) -> bool:
+        """Whether the current epoch was used up (a checkpoint at its last step)."""
+        return self.taken >= len(self.plan(self.epoch))

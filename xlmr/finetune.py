@@ -11,12 +11,13 @@ from pathlib import Path
 
 import torch
 
-from .batching import length_grouped_batches
+from . import resume
+from .batching import EpochBatches, length_grouped_batches
 from .checkpoint import load, resolve
 from .errors import XlmrError
 from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
 from .tokenizer import Tokenizer
-from .train import TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
+from .train import LoopState, TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "sentencepiece.bpe.model")
@@ -24,7 +25,7 @@ TASK_FILE = "xlmr_task.json"
 
 
 @dataclass
-class FinetuneConfig(PeftOptions, TrainConfig):
+class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     """What `xlmr finetune` takes: data, task and model options on top of TrainConfig."""
 
     model: str = field(default="", metadata={"help": "checkpoint directory or hub name"})
@@ -44,6 +45,9 @@ class FinetuneConfig(PeftOptions, TrainConfig):
     label_column: str | None = field(default=None, metadata={"help": "classify: label column"})
     scheme: str = field(default="auto", metadata={"help": "ner tag scheme: auto, IOB1, IOB2, BIOES"})
     threads: int = field(default=0, metadata={"help": "CPU threads (0: the cores the load leaves idle)"})
+    save_every: int = field(default=0, metadata={
+        "help": "write a training checkpoint to out/checkpoints every N steps, so that the same command "
+                "resumes an interrupted run (0: never)"})
 
 
 def parse_tests(specs: list[str]) -> dict[str, str]:
@@ -111,9 +115,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
     plan = lambda epoch: length_grouped_batches(lengths, cfg.batch_size, cfg.max_tokens, cfg.seed, epoch)
     steps_per_epoch = len(plan(0)) // cfg.grad_accum
 
-    def batches(epoch):
-        for idx in plan(epoch):
-            yield {k: v.to(device) for k, v in task.collate([features[i] for i in idx], tok.pad_token_id).items()}
+    batches = EpochBatches(plan, lambda idx: {k: v.to(device) for k, v in
+                                              task.collate([features[i] for i in idx], tok.pad_token_id).items()})
 
     def loss_fn(m, b):
         if task.head == "token":  # only labelled rows reach the loss: skip the last layer's work elsewhere
@@ -138,8 +141,10 @@ def finetune(cfg: FinetuneConfig) -> dict:
           f"{steps_per_epoch} steps/epoch, device {device}" + (f", {threads} threads" if threads else "") +
           f", {emb_mode} embeddings, {'bf16 autocast' if autocast_device(device, cfg.bf16) else 'fp32'}",
           file=sys.stderr)
+    restore, on_step = _checkpoint_hooks(out / "checkpoints", model, cfg, batches)
     result = train(model, batches, loss_fn, cfg, steps_per_epoch=steps_per_epoch,
-                   evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out)
+                   evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out,
+                   restore=restore, on_step=on_step)
     if not dev_ex:
         save_finetuned(model, best_dir, src, cfg)
     summary = {"steps": result.steps, "train_seconds": round(result.seconds, 2), "best_dev": result.best_metric,
@@ -152,6 +157,21 @@ def finetune(cfg: FinetuneConfig) -> dict:
                                         switch=language_switch(best), report_lang=source)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _checkpoint_hooks(root: Path, model, cfg: FinetuneConfig, batches: EpochBatches):
+    """The loop's restore and on_step for training checkpoints (see resume.Resumer)."""
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)
+    ckpt = resume.Resumer(root, model, cfg, batches.state_dict, batches.load_state_dict, log=log)
+
+    def restore(m, optimizers) -> LoopState | None:
+        loop = ckpt.restore(m, optimizers)
+        if loop is not None and batches.epoch_done():  # saved at an epoch's last step: go on with the next
+            loop.epoch += 1
+            batches.load_state_dict({"epoch": loop.epoch, "taken": 0})
+        return loop
+
+    return restore, ckpt.on_step
 
 
 def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg) -> None:

@@ -24,13 +24,13 @@ from .errors import XlmrError
 from .model import PRESETS, Model
 from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed
 from .tokenizer import Tokenizer
-from .train import LoopState, TrainConfig, seed_everything, train
+from .train import TrainConfig, seed_everything, train
 
 VALID_INDEX = 1 << 40  # masking seeds of held-out sequences live far from the training ones
 
 
 @dataclass
-class PretrainConfig(TrainConfig):
+class PretrainConfig(resume.ResumeOptions, TrainConfig):
     """What `xlmr pretrain` takes (a YAML file can hold any of it)."""
 
     data: str = field(default="", metadata={"help": "directory made by `xlmr data prepare`"})
@@ -49,8 +49,6 @@ class PretrainConfig(TrainConfig):
     whole_word: bool = field(default=False, metadata={"help": "mask whole words"})
     alpha: float = field(default=0.3, metadata={"help": "language sampling exponent"})
     eval_sequences: int = field(default=8, metadata={"help": "held-out sequences per language"})
-    save_every: int = field(default=100, metadata={"help": "checkpoint every N steps"})
-    keep: int = field(default=3, metadata={"help": "checkpoints kept"})
     parallel: Literal["ddp", "fsdp"] = field(default="ddp", metadata={"help": "data parallelism under torchrun"})
     activation_checkpointing: bool = field(default=False, metadata={"help": "recompute activations"})
     compile: bool = field(default=False, metadata={"help": "torch.compile each layer"})
@@ -172,25 +170,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
     def evaluate(m):  # every rank runs it: FSDP's forward gathers parameters collectively
         return evaluate_mlm(core, valid, vocab, cfg.seed, cfg.mlm_probability, world.device)
 
-    ckpt_root = out / "checkpoints"
-
-    def restore(m, optimizers):
-        state = resume.load_latest(ckpt_root, m, optimizers, log=lambda s: _log(world, s))
-        if state is None:
-            return None
-        stream.load_state_dict(state["data"])
-        loop = state["loop"]
-        _log(world, f"xlmr: resumed from step {loop['step']}")
-        return LoopState(**loop)
-
-    def on_step(state: LoopState):
-        if state.step % cfg.save_every == 0 or state.finished:
-            resume.save(ckpt_root, state.step, model, state.optimizers,
-                        {"loop": state.state_dict(), "data": stream.state_dict()}, keep=cfg.keep)
-
+    ckpt = resume.Resumer(out / "checkpoints", model, cfg, stream.state_dict, stream.load_state_dict,
+                          log=lambda s: _log(world, s))
     run_cfg = replace(cfg, progress=cfg.progress and world.is_main)
     result = train(model, batches, loss_fn, run_cfg, evaluate=evaluate,
-                   out_dir=out if world.is_main else None, restore=restore, on_step=on_step)
+                   out_dir=out if world.is_main else None, restore=ckpt.restore, on_step=ckpt.on_step)
     final = export_final(model, core, out / "final", tok_dir=Path(cfg.tokenizer), world=world)
     evals = [r for r in result.history if "eval_loss" in r]
     summary = {"steps": result.steps, "seconds": round(result.seconds, 2), "final": str(final),
@@ -235,6 +219,7 @@ def export_checkpoint(run_dir: str, out: str, step: int | None = None) -> Path:
         raise XlmrError(f"{run}/checkpoints: no checkpoint" + (f" for step {step}" if step is not None else ""))
     model = Model(config, "mlm")
     sd = {"model": dict(model.state_dict())}
+    resume.verify(found[-1])
     resume.read(sd, found[-1])
     model.load_state_dict(sd["model"])
     model.tie_weights()

@@ -1,6 +1,9 @@
 """Training checkpoints for resume: torch.distributed.checkpoint for model and optimizer state,
-JSON for the loop, data-stream and RNG state. Written atomically (temporary directory, then rename),
-last N kept; a damaged latest checkpoint is skipped with a warning in favour of the one before.
+JSON for the loop, data-stream and RNG state, and last a manifest with the size and sha256 of every
+file. Written atomically (temporary directory, then rename), last N kept. Resume verifies the
+manifest and falls back to the newest intact checkpoint with one warning per damaged one; when none
+is intact it stops with one line (`fresh` starts over on purpose). A checkpoint is never written
+from weights or optimizer state that are not finite.
 
 Reading never runs code from the checkpoint. torch's FileSystemReader unpickles `.metadata` with
 plain `pickle`, and its default planner reads non-tensor items with `torch.load(weights_only=False)`;
@@ -10,6 +13,7 @@ and a planner that reads items with `weights_only=True`.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -17,7 +21,9 @@ import pickle
 import random
 import shutil
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,8 +34,11 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from .errors import XlmrError
+from .train import LoopState
 
 PREFIX = "step_"
+MANIFEST = "manifest.json"
+STATE = "trainer_state.json"
 # What DCP metadata is made of: its dataclasses, the storage records of the filesystem writer,
 # torch.Size, dtypes and layouts (by name), and paths. Nothing here runs code when called.
 _METADATA_MODULE = "torch.distributed.checkpoint.metadata"
@@ -44,7 +53,18 @@ class UnsafeCheckpoint(XlmrError):
 
 
 class DamagedCheckpoint(XlmrError):
-    """A checkpoint whose files DCP could not read."""
+    """A checkpoint whose files do not match its manifest, or that DCP could not read."""
+
+
+@dataclass
+class ResumeOptions:
+    """Training checkpoints under out/checkpoints: how often, how many, and whether to start over."""
+
+    save_every: int = field(default=100, metadata={"help": "write a training checkpoint every N steps (0: never)"})
+    keep: int = field(default=3, metadata={"help": "training checkpoints kept"})
+    fresh: bool = field(default=False, metadata={
+        "help": "start from step 0 and delete the training checkpoints in out/checkpoints (without it, a run "
+                "resumes from the newest intact one, and stops if none is intact)"})
 
 
 class _MetadataUnpickler(pickle.Unpickler):
@@ -122,12 +142,12 @@ def read(state_dict: dict, path: str | os.PathLike) -> None:
     Raises UnsafeCheckpoint naming the file when the metadata holds anything else, and
     DamagedCheckpoint when DCP fails to read it."""
     reader = _SafeReader(path)
-    try:
+    try:  # CheckpointException derives from BaseException: `except Exception` would miss it
         _quiet(dcp.load, state_dict, storage_reader=reader, planner=_SafePlanner())
     except CheckpointException as e:
         inner = _first_failure(e)
         if isinstance(inner, XlmrError):
-            raise inner from None
+            raise type(inner)(str(inner) if str(path) in str(inner) else f"{path}: {inner}") from None
         first = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
         raise DamagedCheckpoint(f"{path}: checkpoint could not be read ({type(inner).__name__}"
                                 f"{': ' + first if first else ''})") from None
@@ -158,66 +178,237 @@ def checkpoints(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted((p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
-                   and not p.name.endswith(".tmp")), key=lambda p: int(p.name[len(PREFIX):]))
+                   and p.name[len(PREFIX):].isdigit()), key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def _main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def save(root: str | os.PathLike, step: int, model, optimizers: list, state: dict, keep: int = 3) -> Path:
-    """Save model + optimizers (DCP, every rank its shard) and `state` (JSON, rank 0) as step_N."""
+    """Save model + optimizers (DCP, every rank its shard), `state` (JSON, rank 0) and last the
+    manifest as step_N, then rename it into place and delete all but the newest `keep`."""
     root = Path(root)
-    main = not dist.is_initialized() or dist.get_rank() == 0
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f"{PREFIX}{step:08d}.tmp"
-    if main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    if dist.is_initialized():
-        dist.barrier()
-    msd, osd = get_state_dict(model, optimizers)
-    _quiet(dcp.save, {"model": msd, "optim": osd}, checkpoint_id=str(tmp))
-    if dist.is_initialized():
-        dist.barrier()
-    if main:
-        payload = {"step": step, "rng": _rng_to_json(), **state}
-        (tmp / "trainer_state.json").write_text(json.dumps(payload), encoding="utf-8")
-        sizes = {f.name: f.stat().st_size for f in tmp.iterdir()}
-        (tmp / "files.json").write_text(json.dumps(sizes), encoding="utf-8")
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        for old in checkpoints(root)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    if dist.is_initialized():
-        dist.barrier()
+    try:
+        if _main():
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        _barrier()
+        msd, osd = get_state_dict(model, _with_sparse_state(optimizers))
+        _quiet(dcp.save, {"model": msd, "optim": osd}, checkpoint_id=str(tmp))
+        _barrier()
+        if _main():
+            payload = {"step": step, "rng": _rng_to_json(), **state}
+            (tmp / STATE).write_text(json.dumps(payload), encoding="utf-8")
+        write_manifest(tmp)
+        if _main():
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            for old in checkpoints(root)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    except (OSError, CheckpointException) as e:  # a full disk, a lost mount
+        inner = _first_failure(e)
+        raise XlmrError(f"{tmp}: could not write the checkpoint ({type(inner).__name__}: {inner})") from None
+    _barrier()
     return final
 
 
-def _intact(path: Path) -> bool:
-    try:
-        sizes = json.loads((path / "files.json").read_text())
-        return all((path / name).stat().st_size == size for name, size in sizes.items())
-    except (OSError, ValueError):
-        return False
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
-def load_latest(root: str | os.PathLike, model, optimizers: list, log=print) -> dict | None:
-    """Restore the newest intact checkpoint into model and optimizers; return its JSON state
-    (None when there is none). A damaged checkpoint is skipped with a warning."""
-    for path in reversed(checkpoints(Path(root))):
-        if not _intact(path):
-            log(f"warning: checkpoint {path} is incomplete or damaged; trying the one before")
-            continue
-        try:
-            msd, osd = get_state_dict(model, optimizers)
-            sd = {"model": msd, "optim": osd}
-            read(sd, path)
-            set_state_dict(model, optimizers, model_state_dict=sd["model"], optim_state_dict=sd["optim"],
-                           options=StateDictOptions(strict=True))
-        except UnsafeCheckpoint as e:
-            log(f"warning: {e}; trying the checkpoint before")
-            continue
-        except Exception as e:  # a damaged shard: fall back
-            log(f"warning: checkpoint {path} could not be read ({type(e).__name__}); trying the one before")
-            continue
-        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        _rng_from_json(state.pop("rng"))
-        return state
+def _records(directory: Path, names) -> dict:
+    return {n: {"size": (directory / n).stat().st_size, "sha256": _sha256(directory / n)} for n in names}
+
+
+def write_manifest(directory: Path) -> None:
+    """Write manifest.json: size and sha256 of every other file in `directory`. Every rank hashes
+    the shards it wrote (`__RANK_*.distcp`), rank 0 the rest; call it on every rank, last."""
+    directory = Path(directory)
+    files: dict = {}
+    if dist.is_initialized():
+        rank = dist.get_rank()
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, _records(directory, [p.name for p in directory.iterdir()
+                                                           if p.name.startswith(f"__{rank}_")]))
+        for part in parts:
+            files.update(part)
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        rest = sorted(p.name for p in directory.iterdir() if p.name not in files and p.name != MANIFEST)
+        files.update(_records(directory, rest))
+        (directory / MANIFEST).write_text(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True) + "\n",
+                                          encoding="utf-8")
+
+
+def _problem(path: Path, name: str, size: int, digest: str) -> str | None:
+    if Path(name).name != name or name in ("", ".", ".."):
+        return f"{path / MANIFEST}: lists {name!r}, which is not a file of the checkpoint"
+    f = path / name
+    if not f.is_file():
+        return f"{f}: missing"
+    actual = f.stat().st_size
+    if actual != size:
+        return f"{f}: {actual} bytes where the manifest records {size}"
+    if _sha256(f) != digest:
+        return f"{f}: contents do not match the sha256 in the manifest"
     return None
+
+
+def verify(path: str | os.PathLike) -> None:
+    """Check every file against manifest.json (size, then sha256); raise DamagedCheckpoint naming
+    the first bad file and why. Under torch.distributed the ranks share the hashing and all agree."""
+    path = Path(path)
+    try:
+        files = json.loads((path / MANIFEST).read_text(encoding="utf-8"))["files"]
+        items = sorted((str(n), int(r["size"]), str(r["sha256"])) for n, r in files.items())
+    except FileNotFoundError:
+        raise DamagedCheckpoint(f"{path}: no {MANIFEST} (the checkpoint was not completely written)") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise DamagedCheckpoint(f"{path / MANIFEST}: not a readable manifest ({type(e).__name__})") from None
+    missing = [n for n in (".metadata", STATE) if n not in {name for name, _, _ in items}]
+    problems = [f"{path / MANIFEST}: does not list {missing[0]}"] if missing else []
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    for name, size, digest in items[rank::world]:
+        problem = None if problems else _problem(path, name, size, digest)
+        if problem:
+            problems.append(problem)
+    if dist.is_initialized():
+        parts: list = [None] * world
+        dist.all_gather_object(parts, problems)
+        problems = [p for part in parts for p in part]
+    if problems:
+        raise DamagedCheckpoint(problems[0])
+
+
+def _read_state(path: Path) -> dict:
+    """trainer_state.json, checked to hold a step and the RNG state."""
+    try:
+        state = json.loads((path / STATE).read_text(encoding="utf-8"))
+        if not (isinstance(state, dict) and isinstance(state.get("step"), int) and isinstance(state.get("rng"), dict)):
+            raise ValueError("no step or RNG state")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DamagedCheckpoint(f"{path / STATE}: unreadable ({e})") from None
+    return state
+
+
+def _load(path: Path, model, optimizers: list, accept: Callable[[dict], object]):
+    verify(path)
+    state = _read_state(path)
+    msd, osd = get_state_dict(model, _with_sparse_state(optimizers))
+    sd = {"model": msd, "optim": osd}
+    read(sd, path)
+    set_state_dict(model, optimizers, model_state_dict=sd["model"], optim_state_dict=sd["optim"],
+                   options=StateDictOptions(strict=True))
+    _rng_from_json(state.pop("rng"))
+    return accept(state)
+
+
+def load_latest(root: str | os.PathLike, model, optimizers: list, log=print,
+                accept: Callable[[dict], object] = lambda state: state):
+    """Restore the newest intact checkpoint into model and optimizers and return `accept(state)` of
+    its JSON state (None when there is no checkpoint). A checkpoint that fails the manifest, DCP, or
+    `accept` is skipped, with one warning each once an intact one is found; when none is intact,
+    raises XlmrError naming the checkpoint directory."""
+    found = checkpoints(Path(root))
+    skipped = []
+    for path in reversed(found):
+        try:
+            result = _load(path, model, optimizers, accept)
+        except XlmrError as e:
+            skipped.append(str(e))
+            continue
+        except Exception as e:  # a state that does not fit this model or run
+            first = (str(e).strip().splitlines() or [""])[0]
+            skipped.append(f"{path}: does not fit this run ({type(e).__name__}{': ' + first if first else ''})")
+            continue
+        for reason in skipped:
+            log(f"xlmr: warning: skipped a damaged checkpoint: {reason}")
+        return result
+    if skipped:
+        raise XlmrError(f"{root}: none of the {len(found)} checkpoints is intact (the newest: {skipped[0]}); "
+                        f"run with --fresh to start from step 0 (it deletes them)")
+    return None
+
+
+def discard(root: str | os.PathLike, log=print) -> None:
+    """Delete the checkpoints under `root` (finished and half-written), for a fresh start."""
+    root = Path(root)
+    if _main() and root.is_dir():
+        gone = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
+        for p in gone:
+            shutil.rmtree(p)
+        if gone:
+            log(f"xlmr: starting fresh: deleted {len(gone)} checkpoint(s) in {root}")
+    _barrier()
+
+
+def _with_sparse_state(optimizers: list) -> list:
+    """Give a SparseAdam without state its (zero) state, so get_state_dict has tensors to load
+    into: its own initialisation steps with dense zero gradients, which SparseAdam refuses."""
+    for o in optimizers:
+        if isinstance(o, torch.optim.SparseAdam) and not o.state:
+            for group in o.param_groups:
+                for p in group["params"]:
+                    o.state[p] = {"step": 0, "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                                  "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
+    return optimizers
+
+
+def _non_finite(model, optimizers: list) -> str | None:
+    """'weights' or 'optimizer state' when any of it is inf/NaN on any rank, else None."""
+    def bad(tensors) -> bool:
+        return any(not bool(torch.isfinite(t.to_local() if hasattr(t, "to_local") else t).all())
+                   for t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point())
+
+    states = (t for o in optimizers for s in o.state.values() for t in s.values())
+    device = next(model.parameters()).device
+    flags = torch.tensor([float(bad(model.parameters())), float(bad(states))], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return "weights" if flags[0] else "optimizer state" if flags[1] else None
+
+
+class Resumer:
+    """The train loop's `restore` and `on_step` hooks for the checkpoints under `root`: resume from
+    the newest intact one (or start over with `opts.fresh`), save every `opts.save_every` steps and
+    at the end. `data_state()` / `load_data(d)` save and restore the data position."""
+
+    def __init__(self, root: str | os.PathLike, model, opts: ResumeOptions, data_state: Callable[[], dict],
+                 load_data: Callable[[dict], None], log=print):
+        self.root, self.model, self.opts, self.log = Path(root), model, opts, log
+        self.data_state, self.load_data = data_state, load_data
+
+    def _accept(self, state: dict) -> LoopState:
+        loop = LoopState(**state["loop"], saved_step=state["step"])
+        self.load_data(state["data"])
+        return loop
+
+    def restore(self, model, optimizers: list) -> LoopState | None:
+        if self.opts.fresh:
+            discard(self.root, self.log)
+            return None
+        loop = load_latest(self.root, model, optimizers, self.log, accept=self._accept)
+        if loop is not None:
+            self.log(f"xlmr: resumed from step {loop.step}")
+        return loop
+
+    def on_step(self, state: LoopState) -> None:
+        every = self.opts.save_every
+        if not every or not (state.step % every == 0 or state.finished):
+            return
+        # The loop stops at a non-finite loss before any save; weights can still overflow in an update.
+        bad = _non_finite(self.model, state.optimizers)
+        if bad:
+            raise XlmrError(f"the {bad} became inf or NaN at step {state.step}; stopping without saving it "
+                            f"({state.checkpoint_note()}). Try a lower learning rate.")
+        save(self.root, state.step, self.model, state.optimizers,
+             {"loop": state.state_dict(), "data": self.data_state()}, keep=self.opts.keep)
+        state.saved_step = state.step

@@ -183,6 +183,7 @@ def apply_embedding_mode(model: nn.Module, mode: str) -> str:
 
 def clip_grad_norm(params: list[torch.Tensor], max_norm: float, optimizers: Iterable = ()) -> float:
     """Global-norm clipping that also handles sparse gradients; returns the norm before clipping.
+    A non-finite norm is returned with the gradients untouched (scaling by 0 would hide it).
 
     When every dense gradient is a plain fp32 CPU tensor whose parameter a fused AdamW in `optimizers`
     updates, the coefficient is handed to that optimizer (`grad_scale`, which its kernel divides the
@@ -201,8 +202,8 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float, optimizers: Iter
     elif dense:
         squares.append(torch.nn.utils.get_total_norm(grads, foreach=True).float() ** 2)
     total = float(torch.stack(squares).sum().sqrt())
-    if max_norm <= 0 or total <= max_norm:
-        return total
+    if max_norm <= 0 or total <= max_norm or not math.isfinite(total):
+        return total  # an inf/NaN norm leaves the gradients as they are: the caller must not step on them
     coef = max_norm / (total + 1e-6)
     if grads:
         fused = [o for o in optimizers if o.defaults.get("fused")]
@@ -307,16 +308,19 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
         for batch in batches(state.epoch):
             with torch.autocast(amp or device.type, dtype=torch.bfloat16, enabled=amp is not None):
                 loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss):  # before backward: no update, and so no checkpoint, follows it
                 raise XlmrError(f"loss became {loss.item()} at step {state.step}; stopping "
-                                f"(the last checkpoint is kept). Try a lower learning rate.")
+                                f"({state.checkpoint_note()}). Try a lower learning rate.")
             (loss / cfg.grad_accum).backward()
             running, n_running, micro = running + loss.item(), n_running + 1, micro + 1
             tokens += _count_tokens(batch)
             if micro % cfg.grad_accum:
                 continue
             if cfg.max_grad_norm > 0:
-                clip_grad_norm(params, cfg.max_grad_norm, optimizers)
+                norm = clip_grad_norm(params, cfg.max_grad_norm, optimizers)
+                if not math.isfinite(norm):  # a finite loss whose gradients overflowed: stop as for a NaN loss
+                    raise XlmrError(f"the gradient norm became {norm} at step {state.step}; stopping before "
+                                    f"the update ({state.checkpoint_note()}). Try a lower learning rate.")
             for o in optimizers:
                 o.step()
                 o.__dict__.pop("grad_scale", None)  # clip_grad_norm's coefficient, for this step only
@@ -421,9 +425,16 @@ class LoopState:
     best_step: int | None = None
     bad_evals: int = 0
     finished: bool = False  # set on the last step, before on_step
+    saved_step: int | None = None  # step of the newest training checkpoint written or resumed from
     scheduler_states: list = field(default_factory=list)
     optimizers: list = field(default_factory=list, repr=False)
     schedulers: list = field(default_factory=list, repr=False)
+
+    def checkpoint_note(self) -> str:
+        """What a stopped run leaves to resume from, for its error message."""
+        if self.saved_step is None:
+            return "no checkpoint was saved"
+        return f"the last good checkpoint is step {self.saved_step}"
 
     def state_dict(self) -> dict:
         return {"step": self.step, "epoch": self.epoch, "best_metric": self.best_metric,
