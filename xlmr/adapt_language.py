@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from . import adapters as A
 from .checkpoint import load, read_config, resolve
 from .errors import XlmrError
+from .rundir import run_directory
 from .train import TrainConfig, seed_everything, train
 
 
@@ -65,13 +66,18 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def adapt_language(cfg: AdaptLanguageConfig) -> dict:
-    """Train a language adapter; write it to cfg.out; return a summary."""
+    """Train a language adapter; write it to cfg.out (held locked, see xlmr.rundir); return a summary."""
+    if not cfg.model or not cfg.corpus or not cfg.out:
+        raise XlmrError("adapt-language needs --model, --corpus and --out")
+    with run_directory(cfg.out) as run:
+        return _adapt_language(cfg, run.run_id)
+
+
+def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
     from .mlm_data import MaskVocab, mask_tokens
     from .peft_methods import base_info, count_parameters, peak_memory, write_adapter_dir
     from .tokenizer import Tokenizer
 
-    if not cfg.model or not cfg.corpus or not cfg.out:
-        raise XlmrError("adapt-language needs --model, --corpus and --out")
     seed_everything(cfg.seed)
     src = resolve(cfg.model)
     lang = cfg.language or Path(cfg.corpus).stem
@@ -133,7 +139,7 @@ def adapt_language(cfg: AdaptLanguageConfig) -> dict:
         model.eval()
         with torch.no_grad():
             before = evaluate(model)
-    result = train(model, batches, loss_fn, cfg, steps_per_epoch=len(chunks), out_dir=out)
+    result = train(model, batches, loss_fn, cfg, steps_per_epoch=len(chunks), out_dir=out, run_id=run_id)
     after = None
     if eval_rows:
         with torch.no_grad():

@@ -15,6 +15,7 @@ from .batching import length_grouped_batches
 from .checkpoint import load, resolve
 from .errors import XlmrError
 from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
+from .rundir import run_directory
 from .tokenizer import Tokenizer
 from .train import TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
 
@@ -84,11 +85,17 @@ def _limit(items: list, n: int) -> list:
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
-    """Train on `cfg.train`, keep the best dev checkpoint in out/best, evaluate every test set."""
-    from .tasks import IGNORE, get_task, run_model
-
+    """Train on `cfg.train`, keep the best dev checkpoint in out/best, evaluate every test set.
+    Holds the lock on `cfg.out` for the whole run (see xlmr.rundir)."""
     if not cfg.model or not cfg.train:
         raise XlmrError("finetune needs --model and --train")
+    with run_directory(cfg.out) as run:
+        return _finetune(cfg, run.run_id)
+
+
+def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
+    from .tasks import IGNORE, get_task, run_model
+
     seed_everything(cfg.seed)
     src = resolve(cfg.model)
     tok = Tokenizer.from_pretrained(src)
@@ -139,7 +146,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
           f", {emb_mode} embeddings, {'bf16 autocast' if autocast_device(device, cfg.bf16) else 'fp32'}",
           file=sys.stderr)
     result = train(model, batches, loss_fn, cfg, steps_per_epoch=steps_per_epoch,
-                   evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out)
+                   evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out,
+                   run_id=run_id)
     if not dev_ex:
         save_finetuned(model, best_dir, src, cfg)
     summary = {"steps": result.steps, "train_seconds": round(result.seconds, 2), "best_dev": result.best_metric,
@@ -200,22 +208,22 @@ def load_task_info(model_dir: Path, task_name: str | None) -> dict:
 
 def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str | None = None,
                    max_eval: int = 0, language_adapters: list[str] = ()) -> dict:
-    """`xlmr evaluate`: one row per language plus the average; results.json and report.md in `out`."""
+    """`xlmr evaluate`: one row per language plus the average; results.json and report.md in `out`
+    (held locked while it runs, see xlmr.rundir)."""
     from .tasks import get_task
 
-    directory = resolve(model_path)
-    info = load_task_info(directory, task_name)
-    model = load_model(directory, language_adapters).to(device_of())
-    task = get_task(info["task"], **info.get("options", {}))
-    task.set_labels(model.config.id2label)
-    tok = Tokenizer.from_pretrained(directory)
-    sets = {lang: _limit(task.read(path), max_eval) for lang, path in parse_tests(tests).items()}
-    for examples in sets.values():
-        task.check_labels(examples)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return evaluate_sets(model, tok, task, sets, out_dir, info.get("max_length", 128), info.get("stride", 32),
-                         switch=language_switch(model))
+    with run_directory(out) as run:
+        directory = resolve(model_path)
+        info = load_task_info(directory, task_name)
+        model = load_model(directory, language_adapters).to(device_of())
+        task = get_task(info["task"], **info.get("options", {}))
+        task.set_labels(model.config.id2label)
+        tok = Tokenizer.from_pretrained(directory)
+        sets = {lang: _limit(task.read(path), max_eval) for lang, path in parse_tests(tests).items()}
+        for examples in sets.values():
+            task.check_labels(examples)
+        return evaluate_sets(model, tok, task, sets, run.out, info.get("max_length", 128), info.get("stride", 32),
+                             switch=language_switch(model))
 
 
 def config_dict(cfg) -> dict:

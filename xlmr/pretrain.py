@@ -23,6 +23,7 @@ from .checkpoint import config_from_dict, config_to_dict, load, save
 from .errors import XlmrError
 from .model import PRESETS, Model
 from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed
+from .rundir import run_directory
 from .tokenizer import Tokenizer
 from .train import LoopState, TrainConfig, seed_everything, train
 
@@ -130,21 +131,29 @@ def _log(world: World, msg: str) -> None:
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Pretrain (or resume) and write out/final as a checkpoint directory; returns a summary."""
-    from .mlm_data import MaskVocab, PackedStream, validation_set
-
+    """Pretrain (or resume) and write out/final as a checkpoint directory; returns a summary.
+    Rank 0 holds the lock on `cfg.out` for the whole run (see xlmr.rundir)."""
     if not cfg.data or not cfg.tokenizer:
         raise XlmrError("pretrain needs --data (from `xlmr data prepare`) and --tokenizer")
     world = init_distributed()
+    with run_directory(cfg.out, lock=world.is_main) as run:  # rank 0 writes the directory, so it holds the lock
+        return _pretrain(cfg, world, run.run_id)
+
+
+def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
+    from .corpus import check_tokenizer
+    from .mlm_data import MaskVocab, PackedStream, validation_set
+
     seed_everything(cfg.seed)
     tok = Tokenizer.from_pretrained(cfg.tokenizer)
     vocab = MaskVocab.from_tokenizer(tok)
     stream = PackedStream(cfg.data, cfg.seq_len, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed,
                           rank=world.rank, world_size=world.size)
+    check_tokenizer(Path(cfg.data), stream.corpus.manifest, cfg.tokenizer,
+                    fix="give the tokenizer the data was prepared with, or prepare the data again with this one")
     out = Path(cfg.out)
     model = build_model(cfg, tok)
     if world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         config = config_to_dict(model.config, "mlm")
         (out / "model_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (out / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n", encoding="utf-8")
@@ -190,7 +199,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
 
     run_cfg = replace(cfg, progress=cfg.progress and world.is_main)
     result = train(model, batches, loss_fn, run_cfg, evaluate=evaluate,
-                   out_dir=out if world.is_main else None, restore=restore, on_step=on_step)
+                   out_dir=out if world.is_main else None, restore=restore, on_step=on_step, run_id=run_id)
     final = export_final(model, core, out / "final", tok_dir=Path(cfg.tokenizer), world=world)
     evals = [r for r in result.history if "eval_loss" in r]
     summary = {"steps": result.steps, "seconds": round(result.seconds, 2), "final": str(final),

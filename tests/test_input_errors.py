@@ -1,0 +1,151 @@
+"""Bad input files and command-line values: one clear line naming file and line, never lost rows.
+
+Also: one run per output directory (a lock), and the run id in every metrics line.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from xlmr.checkpoint import save
+from xlmr.cli import main
+from xlmr.errors import XlmrError
+from xlmr.model import Config, Model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def one_line_error(capsys, argv) -> str:
+    """Run the CLI; it must exit 2 with one line on stderr (no traceback). Returns that line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("xlmr: error: "), err
+    return err
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, minilm_dir):
+    """A tiny random BERT (64 positions) with the MiniLM tokenizer, and a 2-step NER model."""
+    root = tmp_path_factory.mktemp("inputs")
+    torch.manual_seed(0)
+    vocab = json.loads((minilm_dir / "tokenizer.json").read_text())["model"]["vocab"]
+    cfg = Config(model_type="bert", vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                 intermediate_size=64, max_position_embeddings=64, type_vocab_size=2, pad_token_id=0)
+    save(Model(cfg, "base"), root / "base")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copyfile(minilm_dir / name, root / "base" / name)
+    (root / "train.conll").write_text("Anna\tB-PER\nmet\tO\nBerlin\tB-LOC\n\nPeter\tB-PER\nsaw\tO\nRome\tB-LOC\n",
+                                      encoding="utf-8")
+    assert main(["finetune", "--model", str(root / "base"), "--task", "ner", "--train", str(root / "train.conll"),
+                 "--out", str(root / "ner"), "--max-steps", "2", "--batch-size", "2", "--no-progress",
+                 "--threads", "1", "--log-every", "1"]) == 0
+    return root
+
+
+# ------------------------------------------------------------------------------- one run per directory
+
+
+def hold_lock(directory: Path) -> subprocess.Popen:
+    """Another process holding `directory` as its run directory."""
+    code = ("import sys, time\nfrom xlmr.rundir import run_directory\n"
+            "with run_directory(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(120)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    p = subprocess.Popen([sys.executable, "-c", code, str(directory)], stdout=subprocess.PIPE, text=True, env=env)
+    assert p.stdout.readline().strip() == "locked"
+    return p
+
+
+def test_second_run_on_a_locked_directory_fails_naming_the_holder(tmp_path, capsys):
+    out = tmp_path / "run"
+    holder = hold_lock(out)
+    try:
+        for argv in (["finetune", "--model", "m", "--train", "t.conll"],
+                     ["evaluate", "--model", "m", "--test", "t.conll"],
+                     ["pretrain", "--data", "d", "--tokenizer", "t"],
+                     ["adapt-language", "--model", "m", "--corpus", "c.txt"],
+                     ["data", "prepare", "--corpus", "c", "--tokenizer", "t"]):
+            err = one_line_error(capsys, [*argv, "--out", str(out)])
+            assert f"PID {holder.pid}" in err and str(out) in err, err
+    finally:
+        holder.send_signal(signal.SIGKILL)  # kill -9: the kernel drops the lock with the process
+        holder.wait()
+    from xlmr.rundir import run_directory
+
+    with run_directory(out) as run:  # free again at once
+        assert run.out == out
+
+
+def test_every_metrics_line_names_the_run(tiny):
+    lines = [json.loads(x) for x in (tiny / "ner" / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) >= 2
+    ids = {r.get("run_id") for r in lines}
+    assert len(ids) == 1 and None not in ids and len(ids.pop()) >= 8
+
+
+# ------------------------------------------------------------------------------- classification readers
+
+
+def rows_tsv(n=40, fix=None):
+    rows = ["index_id\tcategory\ttext"] + [f"{i}\t{'ab'[i % 2]}\ttext number {i}" for i in range(n)]
+    for i, row in (fix or {}).items():
+        rows[i] = row
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.parametrize("fix, line, words", [
+    ({10: '9\ta\t"text number 9', 15: '14\ta\ttext number 14"'}, 11, "runs to line 16"),  # swallowed rows
+    ({10: '9\ta\t"text number 9'}, 11, "never closes"),
+    ({10: '9\ta\t"text number 9', 15: '14\ta\t"quoted" text'}, 11, "text follows the closing"),
+])
+def test_unmatched_quote_names_its_line_instead_of_merging_rows(tmp_path, fix, line, words):
+    from xlmr.tasks import Classify
+
+    path = tmp_path / "train.tsv"
+    path.write_text(rows_tsv(fix=fix), encoding="utf-8")
+    with pytest.raises(XlmrError, match=rf"^{path}:{line}: .*{words}"):
+        Classify().read(path)
+
+
+def test_quoted_fields_with_line_breaks_still_read(tmp_path):
+    from xlmr.tasks import Classify
+
+    path = tmp_path / "news.tsv"
+    path.write_text('category\ttext\nsport\t"A ""match"".\nSecond paragraph."\nscience\tatom\n', encoding="utf-8")
+    ex = Classify().read(path)
+    assert [(e.text, e.label, e.line) for e in ex] == [('A "match".\nSecond paragraph.', "sport", 2),
+                                                        ("atom", "science", 4)]
+
+
+@pytest.mark.parametrize("name, body, message", [
+    ("dup.tsv", "text\tlabel\ttext\na\tx\tb\n", r"dup.tsv:1: the header names column 'text' twice"),
+    ("dup.csv", "label,text,label\nx,a,y\n", r"dup.csv:1: the header names column 'label' twice"),
+    ("dup.jsonl", '{"text": "a", "label": "x"}\n{"text": "a", "label": "x", "label": "y"}\n',
+     r"dup.jsonl:2: key 'label' appears twice"),
+    ("list.jsonl", '{"text": ["a", "b"], "label": "x"}\n', r"list.jsonl:1: column 'text' must hold a string"),
+])
+def test_a_column_named_twice_is_an_error(tmp_path, name, body, message):
+    from xlmr.tasks import Classify
+
+    (tmp_path / name).write_text(body, encoding="utf-8")
+    with pytest.raises(XlmrError, match=message):
+        Classify().read(tmp_path / name)
+
+
+def test_txt_training_file_error_names_the_file(tiny, tmp_path, capsys):
+    from xlmr.tasks import Classify
+
+    path = tmp_path / "train.txt"
+    path.write_text("some text\nmore text\n", encoding="utf-8")
+    err = one_line_error(capsys, ["finetune", "--model", str(tiny / "base"), "--task", "classify", "--train",
+                                  str(path), "--out", str(tmp_path / "out")])
+    assert f"{path}: " in err and "label" in err
+    task = Classify()
+    with pytest.raises(XlmrError, match=rf"^{path}: training data has no labels"):
+        task.build_labels(task.read(path, labelled=False))
