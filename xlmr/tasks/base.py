@@ -76,7 +76,8 @@ class Task:
         """Set (and return) the label list from training examples."""
         found = {label for ex in examples for label, _, _ in self.example_labels(ex)}
         if not found:
-            raise XlmrError("training data has no labels")
+            files = sorted({str(getattr(ex, "path", "")) for ex in examples} - {""})
+            raise XlmrError(f"{', '.join(files) or 'training data'}: training data has no labels")
         self.labels = self.label_list(found)
         return self.labels
 
