@@ -149,3 +149,51 @@ def test_txt_training_file_error_names_the_file(tiny, tmp_path, capsys):
     task = Classify()
     with pytest.raises(XlmrError, match=rf"^{path}: training data has no labels"):
         task.build_labels(task.read(path, labelled=False))
+
+
+# ------------------------------------------------------------------------------- predict input and output
+
+
+def test_predict_non_utf8_input_names_file_and_line(tiny, tmp_path, capsys):
+    inp = tmp_path / "in.txt"
+    inp.write_bytes(b"Anna met Peter\nBerlin \xff\xfe\n")
+    err = one_line_error(capsys, ["predict", "--model", str(tiny / "ner" / "best"), "--input", str(inp),
+                                  "--output", str(tmp_path / "out.jsonl")])
+    assert f"{inp}:2: not valid UTF-8" in err
+
+
+def test_predict_output_directory_is_one_line_and_leaves_nothing(tiny, tmp_path, capsys):
+    inp = tmp_path / "in.txt"
+    inp.write_text("Anna met Peter\n", encoding="utf-8")
+    (tmp_path / "out").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    err = one_line_error(capsys, ["predict", "--model", str(tiny / "ner" / "best"), "--input", str(inp),
+                                  "--output", str(tmp_path / "out")])
+    assert "is a directory" in err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+def test_predict_output_stays_line_aligned_with_input(tiny, tmp_path):
+    lines = ["Anna met Peter in Berlin", "", "Rome\u2028Berlin and Anna", "   ", "Peter\u0085saw Rome", ""]
+    inp = tmp_path / "in.txt"
+    inp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert main(["predict", "--model", str(tiny / "ner" / "best"), "--input", str(inp), "--output", str(out),
+                 "--threads", "1"]) == 0
+    preds = [json.loads(x) for x in out.read_text(encoding="utf-8").split("\n")[:-1]]
+    assert [p["text"] for p in preds] == lines
+    assert [p["entities"] for p in preds if not p["text"].strip()] == [[], [], []]
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text('{"text": "Anna met Peter"}\n\n{"text": "Rome"}\n', encoding="utf-8")
+    assert main(["predict", "--model", str(tiny / "ner" / "best"), "--input", str(jsonl), "--output", str(out),
+                 "--threads", "1"]) == 0
+    assert [json.loads(x)["text"] for x in out.read_text(encoding="utf-8").splitlines()] == ["Anna met Peter", "",
+                                                                                           "Rome"]
+
+
+def test_predict_jsonl_key_given_twice(tiny, tmp_path, capsys):
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"text": "Anna"}\n{"text": "Anna", "text": "Rome"}\n', encoding="utf-8")
+    err = one_line_error(capsys, ["predict", "--model", str(tiny / "ner" / "best"), "--input", str(inp),
+                                  "--output", str(tmp_path / "out.jsonl")])
+    assert f"{inp}:2: key 'text' appears twice" in err

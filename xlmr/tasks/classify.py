@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import XlmrError
-from .base import IGNORE, Feature, Task, lines_of, read_text, softmax
+from .base import IGNORE, Feature, Task, json_object, lines_of, read_text, softmax
 
 TEXT_NAMES = ("text", "sentence", "sentence1", "premise", "question", "content")
 PAIR_NAMES = ("text_pair", "sentence2", "hypothesis")
@@ -65,20 +64,6 @@ def _pick(path: str, found: list[str], wanted: str | None, names: tuple[str, ...
         raise XlmrError(f"{path}:1: no {what} column (tried {', '.join(names)}; columns found: "
                         f"{', '.join(found)}); set {option}")
     return hit
-
-
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """json.loads hook: a key given twice in one object is an error (json keeps the last silently)."""
-    seen: dict = {}
-    for key, value in pairs:
-        if key in seen:
-            raise _DuplicateKey(key)
-        seen[key] = value
-    return seen
-
-
-class _DuplicateKey(Exception):
-    pass
 
 
 QUOTING_HELP = 'a field that starts with " must end with ", with inner quotes doubled ("")'
@@ -132,14 +117,7 @@ def _rows(path: str, text: str):
         for ln, raw in enumerate(lines_of(text), 1):
             if not raw.strip():
                 continue
-            try:
-                rec = json.loads(raw, object_pairs_hook=_unique_keys)
-            except json.JSONDecodeError as e:
-                raise XlmrError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
-            except _DuplicateKey as e:
-                raise XlmrError(f"{path}:{ln}: key {e.args[0]!r} appears twice in one object") from None
-            if not isinstance(rec, dict):
-                raise XlmrError(f"{path}:{ln}: expected a JSON object, found {type(rec).__name__}")
+            rec = json_object(path, ln, raw)
             yield ln, rec
     elif suffix in (".csv", ".tsv", ".tab"):
         header, header_ln = None, 0
