@@ -95,8 +95,8 @@ def check_tokenizer(data_dir: Path, manifest: dict, tokenizer: str | os.PathLike
     sha = file_sha256(tok_file)
     want = manifest.get("tokenizer_sha256")
     if want is not None and want != sha:
-        raise XlmrError(f"{Path(data_dir) / 'manifest.json'}: prepared with another tokenizer (sha256 {str(want)[:12]}, "
-                        f"--tokenizer {tok_file} has {sha[:12]}); {fix}")
+        raise XlmrError(f"{Path(data_dir) / 'manifest.json'}: prepared with another tokenizer (sha256 "
+                        f"{str(want)[:12]}, --tokenizer {tok_file} has {sha[:12]}); {fix}")
     return sha
 
 

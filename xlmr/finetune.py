@@ -12,8 +12,9 @@ from pathlib import Path
 import torch
 
 from .batching import length_grouped_batches
-from .checkpoint import load, resolve
+from .checkpoint import check_length, load, read_config, resolve
 from .errors import XlmrError
+from .options import lang_values
 from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
 from .rundir import run_directory
 from .tokenizer import Tokenizer
@@ -34,9 +35,9 @@ class FinetuneConfig(PeftOptions, TrainConfig):
     dev: str = field(default="", metadata={"help": "dev file (keeps the best checkpoint by its metric)"})
     test: list[str] = field(default_factory=list, metadata={"help": "test sets as LANG=PATH"})
     out: str = field(default="runs/finetune", metadata={"help": "output directory"})
-    max_length: int = field(default=128, metadata={"help": "max tokens per row (longer inputs: windows)"})
+    max_length: int = field(default=128, metadata={"min": 1, "help": "max tokens per row (longer inputs: windows)"})
     stride: int = field(default=32, metadata={"help": "overlap of NER/POS windows, in subwords"})
-    batch_size: int = field(default=32, metadata={"help": "rows per batch"})
+    batch_size: int = field(default=32, metadata={"min": 1, "help": "rows per batch"})
     max_tokens: int = field(default=0, metadata={"help": "padded tokens per batch (0: no cap)"})
     max_train: int = field(default=0, metadata={"help": "use only the first N training examples (0: all)"})
     max_eval: int = field(default=0, metadata={"help": "use only the first N dev/test examples (0: all)"})
@@ -48,15 +49,12 @@ class FinetuneConfig(PeftOptions, TrainConfig):
 
 
 def parse_tests(specs: list[str]) -> dict[str, str]:
-    """['de=path', ...] -> {'de': 'path'}; a bare path is named after its parent directory."""
-    out = {}
-    for spec in specs:
-        lang, sep, path = spec.partition("=")
-        if not sep:
-            lang, path = Path(spec).parent.name or "test", spec
+    """['de=path', ...] -> {'de': 'path'}; a bare path is named after its parent directory; a language
+    given twice is an error."""
+    out = lang_values(specs, "--test", bare=lambda spec: Path(spec).parent.name or "test")
+    for lang, path in out.items():
         if not Path(path).is_file():
-            raise XlmrError(f"{path}: no such test file (from --test {spec})")
-        out[lang] = path
+            raise XlmrError(f"{path}: no such test file (from --test {lang}={path})")
     return out
 
 
@@ -98,6 +96,7 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
 
     seed_everything(cfg.seed)
     src = resolve(cfg.model)
+    check_length(read_config(src)[0], cfg.max_length, "--max-length", src)
     tok = Tokenizer.from_pretrained(src)
     task = get_task(cfg.task, **task_options(cfg))
     train_ex = _limit(task.read(cfg.train), cfg.max_train)

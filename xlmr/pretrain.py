@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import resume
-from .checkpoint import config_from_dict, config_to_dict, load, save
+from .checkpoint import check_length, config_from_dict, config_to_dict, load, save
 from .errors import XlmrError
 from .model import PRESETS, Model
 from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed
@@ -43,15 +43,15 @@ class PretrainConfig(TrainConfig):
         default="learned", metadata={"help": "position encoding of a new model"})
     num_hidden_layers: int = field(default=0, metadata={"help": "override the preset's layers (0: keep)"})
     hidden_size: int = field(default=0, metadata={"help": "override the preset's hidden size (0: keep)"})
-    dropout: float = field(default=0.1, metadata={"help": "hidden and attention dropout of a new model"})
-    seq_len: int = field(default=128, metadata={"help": "tokens per packed sequence"})
-    batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch, all ranks together"})
-    mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens masked"})
+    dropout: float = field(default=0.1, metadata={"max": 1, "help": "hidden and attention dropout of a new model"})
+    seq_len: int = field(default=128, metadata={"min": 1, "help": "tokens per packed sequence"})
+    batch_size: int = field(default=32, metadata={"min": 1, "help": "sequences per micro-batch, all ranks together"})
+    mlm_probability: float = field(default=0.15, metadata={"max": 1, "help": "share of tokens masked"})
     whole_word: bool = field(default=False, metadata={"help": "mask whole words"})
     alpha: float = field(default=0.3, metadata={"help": "language sampling exponent"})
     eval_sequences: int = field(default=8, metadata={"help": "held-out sequences per language"})
-    save_every: int = field(default=100, metadata={"help": "checkpoint every N steps"})
-    keep: int = field(default=3, metadata={"help": "checkpoints kept"})
+    save_every: int = field(default=100, metadata={"min": 1, "help": "checkpoint every N steps"})
+    keep: int = field(default=3, metadata={"min": 1, "help": "checkpoints kept"})
     parallel: Literal["ddp", "fsdp"] = field(default="ddp", metadata={"help": "data parallelism under torchrun"})
     activation_checkpointing: bool = field(default=False, metadata={"help": "recompute activations"})
     compile: bool = field(default=False, metadata={"help": "torch.compile each layer"})
@@ -62,13 +62,14 @@ class PretrainConfig(TrainConfig):
     embeddings: Literal["dense", "sparse", "frozen"] = field(
         default="dense", metadata={"help": "the MLM decoder is tied to the embeddings, so they train densely"})
     eval_every: int = field(default=100, metadata={"help": "held-out evaluation every N steps"})
-    log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
+    log_every: int = field(default=10, metadata={"min": 1, "help": "log the loss every N steps"})
 
 
 def build_model(cfg: PretrainConfig, tok: Tokenizer) -> Model:
     """A new MLM model from a preset sized to the tokenizer, or the `init` checkpoint."""
     if cfg.init:
         model = load(cfg.init, head="mlm")
+        check_length(model.config, cfg.seq_len, "--seq-len", cfg.init)
         if model.config.vocab_size != tok.vocab_size:
             raise XlmrError(f"{cfg.init}: vocabulary {model.config.vocab_size} does not match the tokenizer's "
                             f"{tok.vocab_size}")

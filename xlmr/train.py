@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import XlmrError
+from .options import validate
 from .rundir import new_run_id
 
 
@@ -43,7 +44,7 @@ class TrainConfig:
         default="linear", metadata={"help": "decay after warm-up"})
     max_steps: int = field(default=0, metadata={"help": "optimizer steps (0: from epochs)"})
     epochs: float = field(default=3.0, metadata={"help": "passes over the data when max_steps is 0"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    grad_accum: int = field(default=1, metadata={"min": 1, "help": "micro-batches per optimizer step"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0: off)"})
     layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay factor (1: off)"})
     embeddings: Literal["auto", "dense", "sparse", "frozen"] = field(
@@ -52,11 +53,14 @@ class TrainConfig:
     max_minutes: float = field(default=0.0, metadata={"help": "stop after this much wall time (0: off)"})
     eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: each epoch)"})
     patience: int = field(default=0, metadata={"help": "early stopping after N evaluations without gain (0: off)"})
-    log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    log_every: int = field(default=10, metadata={"min": 1, "help": "log the loss every N steps"})
+    seed: int = field(default=0, metadata={"min": 0, "help": "random seed"})
     bf16: bool = field(default=True, metadata={
         "help": "bf16 autocast on CUDA and on CPUs with AMX bf16 units (--no-bf16: fp32 everywhere)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self):
+        validate(self)  # types and bounds of every field, for Python callers as for the CLI
 
 
 def seed_everything(seed: int) -> None:
