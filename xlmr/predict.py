@@ -9,7 +9,7 @@ import torch
 
 from .checkpoint import resolve
 from .errors import XlmrError
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, as_batch
 
 
 class Predictor:
@@ -69,21 +69,6 @@ class Predictor:
                                if self.task.name == "ner" else
                                {"text": text, "tags": pred.tags, "words": split[i][0]})
         return results
-
-
-def as_batch(texts, pairs=None) -> tuple[list, list | None]:
-    """A str is one text (as in transformers), a list of them a batch; pairs must match texts one to one."""
-    if isinstance(texts, str):
-        texts = [texts]
-        pairs = [pairs] if isinstance(pairs, str) else pairs
-    texts = list(texts)
-    if pairs is not None:
-        if isinstance(pairs, str):
-            raise ValueError("pairs is one string but texts is a batch: give one pair per text")
-        pairs = list(pairs)
-        if len(pairs) != len(texts):
-            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs: give one pair per text")
-    return texts, pairs
 
 
 def read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:
