@@ -32,12 +32,12 @@ def one_line_error(capsys, argv) -> str:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, minilm_dir):
-    """A tiny random BERT (64 positions) with the MiniLM tokenizer, and a 2-step NER model."""
+    """A tiny random BERT (130 positions) with the MiniLM tokenizer, and a 2-step NER model."""
     root = tmp_path_factory.mktemp("inputs")
     torch.manual_seed(0)
     vocab = json.loads((minilm_dir / "tokenizer.json").read_text())["model"]["vocab"]
     cfg = Config(model_type="bert", vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
-                 intermediate_size=64, max_position_embeddings=64, type_vocab_size=2, pad_token_id=0)
+                 intermediate_size=64, max_position_embeddings=130, type_vocab_size=2, pad_token_id=0)
     save(Model(cfg, "base"), root / "base")
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
         shutil.copyfile(minilm_dir / name, root / "base" / name)
@@ -197,3 +197,119 @@ def test_predict_jsonl_key_given_twice(tiny, tmp_path, capsys):
     err = one_line_error(capsys, ["predict", "--model", str(tiny / "ner" / "best"), "--input", str(inp),
                                   "--output", str(tmp_path / "out.jsonl")])
     assert f"{inp}:2: key 'text' appears twice" in err
+
+
+# ------------------------------------------------------------------------------- command-line and YAML values
+
+
+def test_max_length_above_the_model_positions(tiny, tmp_path, capsys):
+    err = one_line_error(capsys, ["finetune", "--model", str(tiny / "base"), "--train", str(tiny / "train.conll"),
+                                  "--max-length", "200", "--out", str(tmp_path / "o")])
+    assert "--max-length 200" in err and "130 tokens" in err
+
+
+@pytest.mark.parametrize("yaml_text, key, words", [
+    ("lr: fast\n", "lr", "expected a number, got 'fast'"),
+    ("batch_size: 8.5\n", "batch_size", "expected an integer"),
+    ("bf16: maybe\n", "bf16", "expected true or false"),
+    ("test: [1, [2]]\n", "test", "expected a string"),
+    ("schedule: cosine\n", "schedule", "expected one of linear, inverse_sqrt, constant"),
+    ("batch_size: 0\n", "batch_size", "must be at least 1, got 0"),
+])
+def test_yaml_value_of_the_wrong_type_names_file_and_key(tmp_path, capsys, yaml_text, key, words):
+    cfg = tmp_path / "ft.yaml"
+    cfg.write_text(yaml_text, encoding="utf-8")
+    err = one_line_error(capsys, ["finetune", "--config", str(cfg), "--model", "m", "--train", "t"])
+    assert f"{cfg}: {key}: {words}" in err, err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["--grad-accum", "0"], "--grad-accum: must be at least 1"),
+    (["--max-length", "0"], "--max-length: must be at least 1"),
+    (["--epochs", "-1"], "--epochs: must be at least 0"),
+])
+def test_out_of_range_values_are_refused_not_changed(tmp_path, capsys, flags, words):
+    err = one_line_error(capsys, ["finetune", "--model", "m", "--train", "t", "--out", str(tmp_path / "o"), *flags])
+    assert words in err, err
+
+
+def test_python_api_checks_values_too():
+    from xlmr.finetune import FinetuneConfig
+
+    with pytest.raises(XlmrError, match="option batch_size: must be at least 1, got 0"):
+        FinetuneConfig(batch_size=0)
+    with pytest.raises(XlmrError, match="option lr: expected a number"):
+        FinetuneConfig(lr="fast")
+
+
+def test_a_test_language_given_twice(tiny, tmp_path, capsys):
+    err = one_line_error(capsys, ["finetune", "--model", str(tiny / "base"), "--train", str(tiny / "train.conll"),
+                                  "--test", f"en={tiny / 'train.conll'}", f"en={tmp_path / 'b.conll'}",
+                                  "--out", str(tmp_path / "o")])
+    assert "--test: language 'en' is given twice" in err
+    err = one_line_error(capsys, ["evaluate", "--model", str(tiny / "ner" / "best"), "--test",
+                                  f"de={tiny / 'train.conll'}", f"de={tiny / 'train.conll'}",
+                                  "--out", str(tmp_path / "e")])
+    assert "--test: language 'de' is given twice" in err
+
+
+def test_pretrain_tokenizer_must_be_the_one_the_data_was_prepared_with(tiny, tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "eng_Latn.txt").write_text("".join(f"Anna met Peter in Berlin {i}\n" for i in range(40)),
+                                         encoding="utf-8")
+    assert main(["data", "prepare", "--corpus", str(corpus), "--tokenizer", str(tiny / "base"),
+                 "--out", str(tmp_path / "data"), "--workers", "1"]) == 0
+    other = tmp_path / "other_tok"
+    shutil.copytree(tiny / "base", other)
+    tok_json = json.loads((other / "tokenizer.json").read_text(encoding="utf-8"))
+    tok_json["model"]["vocab"]["anna-other"] = len(tok_json["model"]["vocab"])  # another vocabulary
+    (other / "tokenizer.json").write_text(json.dumps(tok_json), encoding="utf-8")
+    capsys.readouterr()
+    err = one_line_error(capsys, ["pretrain", "--data", str(tmp_path / "data"), "--tokenizer", str(other),
+                                  "--out", str(tmp_path / "pt"), "--max-steps", "1", "--batch-size", "2",
+                                  "--seq-len", "16", "--no-progress"])
+    assert f"{tmp_path / 'data' / 'manifest.json'}: prepared with another tokenizer" in err
+
+
+# ------------------------------------------------------------------------------- CoNLL line numbers
+
+
+@pytest.mark.parametrize("text, line", [
+    ("New York B-LOC\nis O\nbig O\n", 1),          # the first line is the odd one
+    ("Paris B-LOC\nis O\n\nNew York B-LOC\nis O\n", 4),
+    ("a O\nb O\nc d e O\nf O\n", 3),
+])
+def test_conll_token_with_spaces_is_reported_at_its_own_line(tmp_path, text, line):
+    from xlmr.tasks import Ner
+
+    path = tmp_path / "sp.conll"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(XlmrError, match=rf"^{path}:{line}: expected 2 columns \(token and tag\), found [34]"):
+        Ner().read(path)
+
+
+# ------------------------------------------------------------------------------- a str is one text
+
+
+def test_a_str_is_one_text_a_list_is_a_batch(tiny, minilm_dir):
+    from transformers import AutoTokenizer
+
+    from xlmr.predict import Predictor
+    from xlmr.tokenizer import Tokenizer
+    from xlmr.tokenizer_trim import used_ids
+
+    tok = Tokenizer.from_pretrained(minilm_dir)
+    hf = AutoTokenizer.from_pretrained(minilm_dir)
+    one = tok.encode("Hello world")
+    assert one.input_ids == [hf("Hello world")["input_ids"]]
+    assert tok.encode("Hello world", "Bye").input_ids == [hf("Hello world", "Bye")["input_ids"]]
+    assert tok.encode(["Hello", "world"]).input_ids[1][:3] == hf("world")["input_ids"]
+    words = tok.encode(["Hello", "world"], is_pretokenized=True)  # one sentence's words
+    assert len(words) == 1 and words.word_ids[0] == [None, 0, 1, None]
+    with pytest.raises(ValueError, match="one pair per text"):
+        tok.encode(["a", "b"], ["c"])
+    assert used_ids(tok, "Hello world") == used_ids(tok, ["Hello world"])
+    preds = Predictor(str(tiny / "ner" / "best"))("Anna met Peter")
+    assert len(preds) == 1 and preds[0]["text"] == "Anna met Peter"
