@@ -71,7 +71,8 @@ QUOTING_HELP = 'a field that starts with " must end with ", with inner quotes do
 
 def csv_records(path: str, text: str, delimiter: str):
     """(first line, fields) per non-blank CSV/TSV record, strictly quoted (see the module docstring)."""
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    # Records are cut at \n only, as every reader numbers lines: a lone \r is text inside quotes, an error outside.
+    reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=delimiter, strict=True)
     end = 0
     while True:
         start = end + 1
