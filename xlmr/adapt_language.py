@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from . import adapters as A
-from .checkpoint import load, read_config, resolve
+from .checkpoint import check_length, load, read_config, resolve
 from .errors import XlmrError
+from .rundir import run_directory
 from .train import TrainConfig, seed_everything, train
 
 
@@ -32,23 +33,26 @@ class AdaptLanguageConfig(TrainConfig):
     corpus: str = field(default="", metadata={"help": "raw text, one sentence or paragraph per line"})
     out: str = field(default="", metadata={"help": "output adapter directory"})
     language: str = field(default="", metadata={"help": "language name (default: the corpus file name)"})
-    adapter_reduction: int = field(default=2, metadata={"help": "bottleneck width = hidden size / this"})
+    adapter_reduction: int = field(default=2, metadata={"min": 1, "help": "bottleneck width = hidden size / this"})
     adapter_placement: Literal["houlsby", "pfeiffer"] = field(default="pfeiffer", metadata={"help": "where"})
-    max_length: int = field(default=128, metadata={"help": "tokens per line (longer lines are cut)"})
-    batch_size: int = field(default=32, metadata={"help": "lines per batch"})
+    max_length: int = field(default=128, metadata={"min": 1, "help": "tokens per line (longer lines are cut)"})
+    batch_size: int = field(default=32, metadata={"min": 1, "help": "lines per batch"})
     max_lines: int = field(default=0, metadata={"help": "use only the first N lines (0: all)"})
     held_out: int = field(default=200, metadata={"help": "last N lines scored for held-out MLM loss"})
-    mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens masked"})
+    mlm_probability: float = field(default=0.15, metadata={"max": 1, "help": "share of tokens masked"})
     lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
     max_steps: int = field(default=1000, metadata={"help": "optimizer steps"})
     embeddings: Literal["dense", "sparse", "frozen"] = field(default="frozen", metadata={"help": "frozen"})
 
 
 def read_lines(path: str, limit: int) -> list[str]:
+    """The corpus's non-blank lines (split on \\n only; bad UTF-8 names its line)."""
+    from .tasks.base import lines_of, read_text
+
     p = Path(path)
     if not p.is_file():
         raise XlmrError(f"{p}: no such corpus file")
-    lines = [line for line in p.read_text(encoding="utf-8").split("\n") if line.strip()]
+    lines = [line for line in lines_of(read_text(p)) if line.strip()]
     lines = lines[:limit] if limit else lines
     if len(lines) < 2:
         raise XlmrError(f"{p}: needs at least 2 non-empty lines, found {len(lines)}")
@@ -65,15 +69,21 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def adapt_language(cfg: AdaptLanguageConfig) -> dict:
-    """Train a language adapter; write it to cfg.out; return a summary."""
+    """Train a language adapter; write it to cfg.out (held locked, see xlmr.rundir); return a summary."""
+    if not cfg.model or not cfg.corpus or not cfg.out:
+        raise XlmrError("adapt-language needs --model, --corpus and --out")
+    with run_directory(cfg.out) as run:
+        return _adapt_language(cfg, run.run_id)
+
+
+def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
     from .mlm_data import MaskVocab, mask_tokens
     from .peft_methods import base_info, count_parameters, peak_memory, write_adapter_dir
     from .tokenizer import Tokenizer
 
-    if not cfg.model or not cfg.corpus or not cfg.out:
-        raise XlmrError("adapt-language needs --model, --corpus and --out")
     seed_everything(cfg.seed)
     src = resolve(cfg.model)
+    check_length(read_config(src)[0], cfg.max_length, "--max-length", src)
     lang = cfg.language or Path(cfg.corpus).stem
     tok = Tokenizer.from_pretrained(src)
     vocab = MaskVocab.from_tokenizer(tok)
@@ -133,7 +143,7 @@ def adapt_language(cfg: AdaptLanguageConfig) -> dict:
         model.eval()
         with torch.no_grad():
             before = evaluate(model)
-    result = train(model, batches, loss_fn, cfg, steps_per_epoch=len(chunks), out_dir=out)
+    result = train(model, batches, loss_fn, cfg, steps_per_epoch=len(chunks), out_dir=out, run_id=run_id)
     after = None
     if eval_rows:
         with torch.no_grad():

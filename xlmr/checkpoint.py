@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import XlmrError
-from .model import Config, HeadType, Model
+from .model import Config, HeadType, Model, max_positions
 
 # architectures[0] suffix -> our head, and back.
 HEAD_OF_SUFFIX = {"Model": "base", "ForMaskedLM": "mlm", "ForSequenceClassification": "sequence",
@@ -204,6 +204,14 @@ def load(path_or_name: str | os.PathLike, head: HeadType | None = None, num_labe
     model.tie_weights()
     model.source = str(directory)
     return model.eval()
+
+
+def check_length(config: Config, length: int, option: str, source) -> None:
+    """Raise unless rows of `length` tokens fit the model's position encoding (`option` names the setting)."""
+    limit = max_positions(config)
+    if limit is not None and length > limit:
+        raise XlmrError(f"{option} {length} is more than {source} can take: its learned positions hold "
+                        f"{limit} tokens (max_position_embeddings {config.max_position_embeddings})")
 
 
 def atomic_write(path: Path, write) -> None:

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import XlmrError
+from .rundir import run_directory
 
 FORMAT = 1
 FLORES = re.compile(r"(?:.+_)?([a-z]{2,3}_[A-Z][a-z]{3})$")
@@ -81,6 +82,22 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def check_tokenizer(data_dir: Path, manifest: dict, tokenizer: str | os.PathLike, fix: str) -> str:
+    """The sha256 of `tokenizer`'s tokenizer.json; raises unless it is the one the manifest of the
+    prepared `data_dir` names (a manifest without one, i.e. a fresh directory, accepts any). `fix`
+    ends the error: what the user can do about it."""
+    path = Path(tokenizer)
+    tok_file = path if path.is_file() else path / "tokenizer.json"
+    if not tok_file.is_file():
+        raise XlmrError(f"{path}: no tokenizer.json (preparing data and pretraining read that file)")
+    sha = file_sha256(tok_file)
+    want = manifest.get("tokenizer_sha256")
+    if want is not None and want != sha:
+        raise XlmrError(f"{Path(data_dir) / 'manifest.json'}: prepared with another tokenizer (sha256 "
+                        f"{str(want)[:12]}, --tokenizer {tok_file} has {sha[:12]}); {fix}")
+    return sha
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -361,26 +378,27 @@ def prepare(corpus, tokenizer, out, *, alpha: float = 0.3, workers: int | None =
     one pair language per language pair (only pairs with `tlm_pivot` if given; see xlmr.tlm).
 
     Finished shards of an earlier run with the same inputs are skipped. Prints a table of languages.
+    Holds the lock on `out` while it runs (see xlmr.rundir).
     """
-    from .tokenizer import Tokenizer
-
-    corpus, out, tok_dir = Path(corpus), Path(out), Path(tokenizer)
     if not 0.0 <= valid_fraction < 1.0:
         raise XlmrError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
     if shard_tokens < 1:
         raise XlmrError(f"shard_tokens must be positive, got {shard_tokens}")
+    with run_directory(out):
+        return _prepare(Path(corpus), Path(tokenizer), Path(out), alpha, workers, shard_tokens, valid_fraction,
+                        batch_lines, parallel, tlm_pivot, log)
+
+
+def _prepare(corpus: Path, tok_dir: Path, out: Path, alpha, workers, shard_tokens, valid_fraction, batch_lines,
+             parallel, tlm_pivot, log) -> dict:
+    from .tokenizer import Tokenizer
+
     tok = Tokenizer.from_pretrained(tok_dir)
-    tok_file = tok_dir / "tokenizer.json"
-    sha = file_sha256(tok_file)
+    tok_file = tok_dir if tok_dir.is_file() else tok_dir / "tokenizer.json"
     manifest_file = out / "manifest.json"
-    old_languages = []
-    if manifest_file.is_file():
-        old = read_manifest(out)
-        old_languages = list(old.get("languages", {}))
-        if old.get("tokenizer_sha256") != sha:
-            raise XlmrError(f"{manifest_file}: prepared with another tokenizer (sha256 "
-                            f"{str(old.get('tokenizer_sha256'))[:12]}, --tokenizer {tok_file} has {sha[:12]}); "
-                            f"use a new --out directory or delete this one")
+    old = read_manifest(out) if manifest_file.is_file() else {}
+    old_languages = list(old.get("languages", {}))
+    sha = check_tokenizer(out, old, tok_dir, fix="use a new --out directory or delete this one")
     dtype_name = np.dtype(token_dtype(tok.vocab_size)).name
     files = find_sources(corpus)
     out.mkdir(parents=True, exist_ok=True)

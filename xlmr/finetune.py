@@ -13,9 +13,11 @@ import torch
 
 from . import resume
 from .batching import EpochBatches, length_grouped_batches
-from .checkpoint import load, resolve
+from .checkpoint import check_length, load, read_config, resolve
 from .errors import XlmrError
+from .options import lang_values
 from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
+from .rundir import run_directory
 from .tokenizer import Tokenizer
 from .train import LoopState, TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
 
@@ -34,9 +36,9 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     dev: str = field(default="", metadata={"help": "dev file (keeps the best checkpoint by its metric)"})
     test: list[str] = field(default_factory=list, metadata={"help": "test sets as LANG=PATH"})
     out: str = field(default="runs/finetune", metadata={"help": "output directory"})
-    max_length: int = field(default=128, metadata={"help": "max tokens per row (longer inputs: windows)"})
+    max_length: int = field(default=128, metadata={"min": 1, "help": "max tokens per row (longer inputs: windows)"})
     stride: int = field(default=32, metadata={"help": "overlap of NER/POS windows, in subwords"})
-    batch_size: int = field(default=32, metadata={"help": "rows per batch"})
+    batch_size: int = field(default=32, metadata={"min": 1, "help": "rows per batch"})
     max_tokens: int = field(default=0, metadata={"help": "padded tokens per batch (0: no cap)"})
     max_train: int = field(default=0, metadata={"help": "use only the first N training examples (0: all)"})
     max_eval: int = field(default=0, metadata={"help": "use only the first N dev/test examples (0: all)"})
@@ -51,15 +53,12 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
 
 
 def parse_tests(specs: list[str]) -> dict[str, str]:
-    """['de=path', ...] -> {'de': 'path'}; a bare path is named after its parent directory."""
-    out = {}
-    for spec in specs:
-        lang, sep, path = spec.partition("=")
-        if not sep:
-            lang, path = Path(spec).parent.name or "test", spec
+    """['de=path', ...] -> {'de': 'path'}; a bare path is named after its parent directory; a language
+    given twice is an error."""
+    out = lang_values(specs, "--test", bare=lambda spec: Path(spec).parent.name or "test")
+    for lang, path in out.items():
         if not Path(path).is_file():
-            raise XlmrError(f"{path}: no such test file (from --test {spec})")
-        out[lang] = path
+            raise XlmrError(f"{path}: no such test file (from --test {lang}={path})")
     return out
 
 
@@ -88,13 +87,20 @@ def _limit(items: list, n: int) -> list:
 
 
 def finetune(cfg: FinetuneConfig) -> dict:
-    """Train on `cfg.train`, keep the best dev checkpoint in out/best, evaluate every test set."""
-    from .tasks import IGNORE, get_task, run_model
-
+    """Train on `cfg.train`, keep the best dev checkpoint in out/best, evaluate every test set.
+    Holds the lock on `cfg.out` for the whole run (see xlmr.rundir)."""
     if not cfg.model or not cfg.train:
         raise XlmrError("finetune needs --model and --train")
+    with run_directory(cfg.out) as run:
+        return _finetune(cfg, run.run_id)
+
+
+def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
+    from .tasks import IGNORE, get_task, run_model
+
     seed_everything(cfg.seed)
     src = resolve(cfg.model)
+    check_length(read_config(src)[0], cfg.max_length, "--max-length", src)
     tok = Tokenizer.from_pretrained(src)
     task = get_task(cfg.task, **task_options(cfg))
     train_ex = _limit(task.read(cfg.train), cfg.max_train)
@@ -144,7 +150,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
     restore, on_step = _checkpoint_hooks(out / "checkpoints", model, cfg, batches)
     result = train(model, batches, loss_fn, cfg, steps_per_epoch=steps_per_epoch,
                    evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out,
-                   restore=restore, on_step=on_step)
+                   restore=restore, on_step=on_step, run_id=run_id)
     if not dev_ex:
         save_finetuned(model, best_dir, src, cfg)
     summary = {"steps": result.steps, "train_seconds": round(result.seconds, 2), "best_dev": result.best_metric,
@@ -220,22 +226,22 @@ def load_task_info(model_dir: Path, task_name: str | None) -> dict:
 
 def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str | None = None,
                    max_eval: int = 0, language_adapters: list[str] = ()) -> dict:
-    """`xlmr evaluate`: one row per language plus the average; results.json and report.md in `out`."""
+    """`xlmr evaluate`: one row per language plus the average; results.json and report.md in `out`
+    (held locked while it runs, see xlmr.rundir)."""
     from .tasks import get_task
 
-    directory = resolve(model_path)
-    info = load_task_info(directory, task_name)
-    model = load_model(directory, language_adapters).to(device_of())
-    task = get_task(info["task"], **info.get("options", {}))
-    task.set_labels(model.config.id2label)
-    tok = Tokenizer.from_pretrained(directory)
-    sets = {lang: _limit(task.read(path), max_eval) for lang, path in parse_tests(tests).items()}
-    for examples in sets.values():
-        task.check_labels(examples)
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    return evaluate_sets(model, tok, task, sets, out_dir, info.get("max_length", 128), info.get("stride", 32),
-                         switch=language_switch(model))
+    with run_directory(out) as run:
+        directory = resolve(model_path)
+        info = load_task_info(directory, task_name)
+        model = load_model(directory, language_adapters).to(device_of())
+        task = get_task(info["task"], **info.get("options", {}))
+        task.set_labels(model.config.id2label)
+        tok = Tokenizer.from_pretrained(directory)
+        sets = {lang: _limit(task.read(path), max_eval) for lang, path in parse_tests(tests).items()}
+        for examples in sets.values():
+            task.check_labels(examples)
+        return evaluate_sets(model, tok, task, sets, run.out, info.get("max_length", 128), info.get("stride", 32),
+                             switch=language_switch(model))
 
 
 def config_dict(cfg) -> dict:

@@ -185,6 +185,15 @@ def position_ids_for(input_ids: torch.Tensor, config: Config) -> torch.Tensor:
     return torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
 
 
+def max_positions(config: Config) -> int | None:
+    """The most tokens one row may hold: learned positions run out (RoBERTa's start after pad + 1);
+    the other encodings have no table and no limit (None)."""
+    if config.position_embedding_type != "learned":
+        return None
+    offset = config.pad_token_id + 1 if config.family == "roberta" else 0
+    return config.max_position_embeddings - offset
+
+
 class Embeddings(nn.Module):
     def __init__(self, config: Config):
         super().__init__()

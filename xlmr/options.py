@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from pathlib import Path
@@ -55,19 +56,99 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         parser.add_argument(flag, **kw)
 
 
+_KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}
+
+
+def check_value(f: dataclasses.Field, tp, value):
+    """`value` for field `f` of type `tp`, converted where that loses nothing (int -> float, a YAML
+    number -> str); raises ValueError saying what was expected. Numbers must lie within the field's
+    metadata `min` (default 0: every numeric option is a count, size, rate or 0-for-off) and `max`."""
+    if get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None and type(None) in get_args(tp):
+            return None
+        tp = _base_type(tp)
+    if get_origin(tp) is Literal:
+        if value not in get_args(tp):
+            raise ValueError(f"expected one of {', '.join(map(str, get_args(tp)))}, got {value!r}")
+        return value
+    if get_origin(tp) in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"expected a list, got {value!r}")
+        item = get_args(tp)[0] if get_args(tp) else str
+        return [check_value(f, item, v) for v in value]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (tp is int and isinstance(value, float)):
+            raise ValueError(f"expected {_KIND[tp]}, got {value!r}")
+        value = tp(value)
+        low, high = f.metadata.get("min", 0), f.metadata.get("max")
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+            raise ValueError(f"must be {bounds}, got {value}")
+        return value
+    if tp in (str, Path):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # YAML reads `language: 123` or `out: 2024` as numbers
+        if not isinstance(value, (str, os.PathLike)):
+            raise ValueError(f"expected {_KIND[tp]}, got {value!r}")
+    return value
+
+
+def validate(obj) -> None:
+    """Check every field of a dataclass instance (its __post_init__ calls this for Python callers)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        try:
+            check_value(f, hints[f.name], getattr(obj, f.name))
+        except ValueError as e:
+            raise XlmrError(f"option {f.name}: {e}") from None
+
+
 def build(cls, args: argparse.Namespace | None = None, yaml_path: str | None = None, **overrides):
-    """Dataclass from YAML file, then command-line values, then keyword overrides."""
+    """Dataclass from YAML file, then command-line values, then keyword overrides. Each value is
+    checked against its field's type and bounds; an error names the YAML file and key, or the flag."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    if yaml_path:
-        values.update(read_yaml(yaml_path, names))
-    if args is not None:
-        values.update({k: v for k, v in vars(args).items() if k in names})
-    values.update(overrides)
+
+    def put(name, value, where):
+        try:
+            values[name] = check_value(fields[name], hints[name], value)
+        except ValueError as e:
+            raise XlmrError(f"{where}: {e}") from None
+
+    for k, v in (read_yaml(yaml_path, set(fields)) if yaml_path else {}).items():
+        put(k, v, f"{yaml_path}: {k}")
+    for k, v in (vars(args) if args is not None else {}).items():
+        if k in fields:
+            put(k, v, "--" + k.replace("_", "-"))
+    for k, v in overrides.items():
+        put(k, v, k) if k in fields else values.update({k: v})
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:
         raise XlmrError(f"invalid options: {e}") from None
+
+
+def lang_values(specs, option: str, what: str = "PATH", bare=None) -> dict[str, str]:
+    """['de=VALUE', ...] -> {'de': 'VALUE'} in the given order; a language given twice is an error.
+    `bare(spec)` names the language of a spec without '=' (None: LANG= is required)."""
+    out: dict[str, str] = {}
+    for spec in specs or ():
+        lang, sep, value = str(spec).partition("=")
+        if not sep:
+            if bare is None:
+                raise XlmrError(f"{option} {spec!r}: expected LANG={what}")
+            lang, value = bare(str(spec)), str(spec)
+        if not lang or not value:
+            raise XlmrError(f"{option} {spec!r}: expected LANG={what}")
+        if lang in out:
+            raise XlmrError(f"{option}: language {lang!r} is given twice ({out[lang]} and {value})")
+        out[lang] = value
+    return out
 
 
 def read_yaml(path: str, names: set[str]) -> dict:

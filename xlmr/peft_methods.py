@@ -43,12 +43,12 @@ class PeftOptions:
 
     peft: Literal["none", "lora", "bitfit", "adapter"] = field(
         default="none", metadata={"help": "what trains besides the task head (none: everything)"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_r: int = field(default=8, metadata={"min": 1, "help": "LoRA rank"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale alpha/r)"})
-    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input"})
+    lora_dropout: float = field(default=0.1, metadata={"max": 1, "help": "dropout on the LoRA input"})
     lora_target: list[str] = field(default_factory=lambda: ["query", "value"],
                                    metadata={"help": "module-name suffixes LoRA wraps: query key value dense"})
-    adapter_reduction: int = field(default=16, metadata={"help": "bottleneck width = hidden size / this"})
+    adapter_reduction: int = field(default=16, metadata={"min": 1, "help": "bottleneck width = hidden size / this"})
     adapter_placement: Literal["houlsby", "pfeiffer"] = field(
         default="pfeiffer", metadata={"help": "houlsby: after attention and FFN; pfeiffer: after FFN only"})
     language_adapter: list[str] = field(default_factory=list, metadata={
@@ -387,14 +387,10 @@ def load_model(directory: str | Path, language_adapters: list[str] = (), base: s
 
 
 def parse_language_adapters(specs) -> dict[str, str]:
-    """['en=DIR', ...] -> {'en': 'DIR'} in the given order; each DIR must be a language adapter."""
-    out = {}
-    for spec in specs or ():
-        lang, sep, path = str(spec).partition("=")
-        if not sep or not lang or not path:
-            raise XlmrError(f"--language-adapter {spec!r}: expected LANG=DIR")
-        out[lang] = path
-    return out
+    """['en=DIR', ...] -> {'en': 'DIR'} in the given order (a language given twice is an error)."""
+    from .options import lang_values
+
+    return lang_values(specs, "--language-adapter", "DIR")
 
 
 def add_language_adapter(model: nn.Module, lang: str, path: str, madx2: bool) -> None:

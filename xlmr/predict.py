@@ -9,7 +9,7 @@ import torch
 
 from .checkpoint import resolve
 from .errors import XlmrError
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, as_batch
 
 
 class Predictor:
@@ -31,7 +31,24 @@ class Predictor:
         self.max_length, self.stride = info.get("max_length", 128), info.get("stride", 32)
 
     @torch.inference_mode()
-    def __call__(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:
+    def __call__(self, texts: str | list[str], pairs: str | list[str | None] | None = None) -> list[dict]:
+        """One prediction per text, in order. A str is one text; a blank text gets an empty prediction
+        (no label, no entities, no tags) without reaching the model."""
+        texts, pairs = as_batch(texts, pairs)
+        out = [self._empty(t) for t in texts]
+        keep = [i for i, t in enumerate(texts) if t.strip()]
+        if keep:
+            found = self._predict([texts[i] for i in keep], [pairs[i] for i in keep] if pairs else None)
+            for i, r in zip(keep, found):
+                out[i] = r
+        return out
+
+    def _empty(self, text: str) -> dict:
+        if self.task.head == "sequence":
+            return {"text": text, "label": None, "probs": {}}
+        return {"text": text, "entities": []} if self.task.name == "ner" else {"text": text, "tags": [], "words": []}
+
+    def _predict(self, texts: list[str], pairs: list[str | None] | None) -> list[dict]:
         from .tasks import ClassPrediction, TextExample, WordExample, char_entities, run_model, split_words
 
         if self.task.head == "sequence":
@@ -54,47 +71,54 @@ class Predictor:
         return results
 
 
-def read_inputs(path: str) -> tuple[list[str], list[str] | None]:
-    """Text lines, or JSONL objects with "text" (and optional "text_pair")."""
+def read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:
+    """One input per line of the file: text lines, or JSONL objects with "text" (and optional "text_pair").
+
+    Lines are split on \\n only, so a U+2028 or U+0085 inside a line stays part of its text. A blank
+    line is an empty text (an empty prediction), so that output line i answers input line i.
+    """
+    from .tasks.base import json_object, lines_of, read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise XlmrError(f"{p}: no such file")
-    texts, pairs = [], []
-    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        if p.suffix == ".jsonl":
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise XlmrError(f"{p}:{n}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                raise XlmrError(f'{p}:{n}: expected an object with a "text" string')
-            texts.append(obj["text"])
-            pairs.append(obj.get("text_pair"))
-        else:
-            texts.append(line)
-    if not texts:
+    texts: list[str] = []
+    pairs: list[str | None] = []
+    for n, line in enumerate(lines_of(read_text(p)), 1):  # read_text names the line of bad UTF-8
+        pair = None
+        if p.suffix == ".jsonl" and line.strip():
+            obj = json_object(p, n, line)
+            line, pair = obj.get("text"), obj.get("text_pair")
+            if not isinstance(line, str) or not isinstance(pair, (str, type(None))):
+                raise XlmrError(f'{p}:{n}: expected an object with a "text" string (and an optional "text_pair" '
+                                f'string)')
+        elif p.suffix == ".jsonl":
+            line = ""
+        texts.append(line)
+        pairs.append(pair)
+    if not any(t.strip() for t in texts):
         raise XlmrError(f"{p}: no input texts")
     return texts, (pairs if any(x is not None for x in pairs) else None)
 
 
 def predict_file(model: str, input_path: str, output: str, batch: int = 256, quantize: str = "none",
                  task: str | None = None, backend: str = "torch") -> int:
-    """Predict every input line and write JSONL (atomically). Returns the number of predictions."""
-    import os
+    """Predict every input line and write one JSONL line per input line (atomically, so a failed run
+    leaves no partial or temporary file). Returns the number of lines written."""
+    from .checkpoint import atomic_write
 
-    predictor = Predictor(model, task=task, quantize=quantize, backend=backend)
-    texts, pairs = read_inputs(input_path)
     out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name("." + out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for s in range(0, len(texts), batch):
-            chunk_pairs = pairs[s:s + batch] if pairs else None
-            for r in predictor(texts[s:s + batch], chunk_pairs):
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+    if out.is_dir():
+        raise XlmrError(f"{out}: is a directory; --output names the JSONL file to write")
+    texts, pairs = read_inputs(input_path)
+    predictor = Predictor(model, task=task, quantize=quantize, backend=backend)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            for s in range(0, len(texts), batch):
+                for r in predictor(texts[s:s + batch], pairs[s:s + batch] if pairs else None):
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    try:
+        atomic_write(out, write)
+    except OSError as e:
+        raise XlmrError(f"{out}: cannot write the predictions ({e.strerror or e})") from None
     return len(texts)
-
-

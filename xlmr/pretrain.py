@@ -19,10 +19,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import resume
-from .checkpoint import config_from_dict, config_to_dict, load, save
+from .checkpoint import check_length, config_from_dict, config_to_dict, load, save
 from .errors import XlmrError
 from .model import PRESETS, Model
 from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed
+from .rundir import run_directory
 from .tokenizer import Tokenizer
 from .train import TrainConfig, seed_everything, train
 
@@ -42,10 +43,10 @@ class PretrainConfig(resume.ResumeOptions, TrainConfig):
         default="learned", metadata={"help": "position encoding of a new model"})
     num_hidden_layers: int = field(default=0, metadata={"help": "override the preset's layers (0: keep)"})
     hidden_size: int = field(default=0, metadata={"help": "override the preset's hidden size (0: keep)"})
-    dropout: float = field(default=0.1, metadata={"help": "hidden and attention dropout of a new model"})
-    seq_len: int = field(default=128, metadata={"help": "tokens per packed sequence"})
-    batch_size: int = field(default=32, metadata={"help": "sequences per micro-batch, all ranks together"})
-    mlm_probability: float = field(default=0.15, metadata={"help": "share of tokens masked"})
+    dropout: float = field(default=0.1, metadata={"max": 1, "help": "hidden and attention dropout of a new model"})
+    seq_len: int = field(default=128, metadata={"min": 1, "help": "tokens per packed sequence"})
+    batch_size: int = field(default=32, metadata={"min": 1, "help": "sequences per micro-batch, all ranks together"})
+    mlm_probability: float = field(default=0.15, metadata={"max": 1, "help": "share of tokens masked"})
     whole_word: bool = field(default=False, metadata={"help": "mask whole words"})
     alpha: float = field(default=0.3, metadata={"help": "language sampling exponent"})
     eval_sequences: int = field(default=8, metadata={"help": "held-out sequences per language"})
@@ -59,13 +60,14 @@ class PretrainConfig(resume.ResumeOptions, TrainConfig):
     embeddings: Literal["dense", "sparse", "frozen"] = field(
         default="dense", metadata={"help": "the MLM decoder is tied to the embeddings, so they train densely"})
     eval_every: int = field(default=100, metadata={"help": "held-out evaluation every N steps"})
-    log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
+    log_every: int = field(default=10, metadata={"min": 1, "help": "log the loss every N steps"})
 
 
 def build_model(cfg: PretrainConfig, tok: Tokenizer) -> Model:
     """A new MLM model from a preset sized to the tokenizer, or the `init` checkpoint."""
     if cfg.init:
         model = load(cfg.init, head="mlm")
+        check_length(model.config, cfg.seq_len, "--seq-len", cfg.init)
         if model.config.vocab_size != tok.vocab_size:
             raise XlmrError(f"{cfg.init}: vocabulary {model.config.vocab_size} does not match the tokenizer's "
                             f"{tok.vocab_size}")
@@ -128,21 +130,29 @@ def _log(world: World, msg: str) -> None:
 
 
 def pretrain(cfg: PretrainConfig) -> dict:
-    """Pretrain (or resume) and write out/final as a checkpoint directory; returns a summary."""
-    from .mlm_data import MaskVocab, PackedStream, validation_set
-
+    """Pretrain (or resume) and write out/final as a checkpoint directory; returns a summary.
+    Rank 0 holds the lock on `cfg.out` for the whole run (see xlmr.rundir)."""
     if not cfg.data or not cfg.tokenizer:
         raise XlmrError("pretrain needs --data (from `xlmr data prepare`) and --tokenizer")
     world = init_distributed()
+    with run_directory(cfg.out, lock=world.is_main) as run:  # rank 0 writes the directory, so it holds the lock
+        return _pretrain(cfg, world, run.run_id)
+
+
+def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
+    from .corpus import check_tokenizer
+    from .mlm_data import MaskVocab, PackedStream, validation_set
+
     seed_everything(cfg.seed)
     tok = Tokenizer.from_pretrained(cfg.tokenizer)
     vocab = MaskVocab.from_tokenizer(tok)
     stream = PackedStream(cfg.data, cfg.seq_len, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed,
                           rank=world.rank, world_size=world.size)
+    check_tokenizer(Path(cfg.data), stream.corpus.manifest, cfg.tokenizer,
+                    fix="give the tokenizer the data was prepared with, or prepare the data again with this one")
     out = Path(cfg.out)
     model = build_model(cfg, tok)
     if world.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         config = config_to_dict(model.config, "mlm")
         (out / "model_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         (out / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n", encoding="utf-8")
@@ -174,7 +184,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
                           log=lambda s: _log(world, s))
     run_cfg = replace(cfg, progress=cfg.progress and world.is_main)
     result = train(model, batches, loss_fn, run_cfg, evaluate=evaluate,
-                   out_dir=out if world.is_main else None, restore=ckpt.restore, on_step=ckpt.on_step)
+                   out_dir=out if world.is_main else None, restore=ckpt.restore, on_step=ckpt.on_step,
+                   run_id=run_id)
     final = export_final(model, core, out / "final", tok_dir=Path(cfg.tokenizer), world=world)
     evals = [r for r in result.history if "eval_loss" in r]
     summary = {"steps": result.steps, "seconds": round(result.seconds, 2), "final": str(final),

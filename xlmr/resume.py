@@ -61,7 +61,7 @@ class ResumeOptions:
     """Training checkpoints under out/checkpoints: how often, how many, and whether to start over."""
 
     save_every: int = field(default=100, metadata={"help": "write a training checkpoint every N steps (0: never)"})
-    keep: int = field(default=3, metadata={"help": "training checkpoints kept"})
+    keep: int = field(default=3, metadata={"min": 1, "help": "training checkpoints kept"})
     fresh: bool = field(default=False, metadata={
         "help": "start from step 0 and delete the training checkpoints in out/checkpoints (without it, a run "
                 "resumes from the newest intact one, and stops if none is intact)"})

@@ -167,11 +167,14 @@ class Tokenizer:
 
     def encode(self, texts, pairs=None, is_pretokenized: bool = False, max_length: int | None = 512) -> Batch:
         """Encode a batch: `texts` is a list of strings, or of word lists when `is_pretokenized`.
+        A single string (a single word list when `is_pretokenized`) is one text, a batch of one row,
+        as in transformers.
 
-        `pairs` (same length as texts) makes sentence pairs. Rows longer than `max_length` are
+        `pairs` (one per text) makes sentence pairs. Rows longer than `max_length` are
         truncated and `Batch.truncated` says by how many tokens.
         """
-        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        texts, pairs = as_batch(texts, pairs, is_pretokenized)
+        inputs = texts if pairs is None else list(zip(texts, pairs))
         backend = self.backend
         # Truncate and pad in Rust (in parallel); reset afterwards so `backend` stays a plain tokenizer.
         if max_length:
@@ -215,6 +218,31 @@ class Tokenizer:
         if self.sentencepiece_model is not None:
             atomic_write(directory / SENTENCEPIECE_FILE, lambda tmp: Path(tmp).write_bytes(self.sentencepiece_model))
         return directory
+
+
+def as_batch(texts, pairs=None, is_pretokenized: bool = False) -> tuple[list, list | None]:
+    """(texts, pairs) as lists with one item per text. A str (with `is_pretokenized`, a list of str:
+    one sentence's words) is one text, never a batch of its characters (or words); pairs must
+    match the texts one to one."""
+    def one(x) -> bool:
+        if is_pretokenized:
+            return isinstance(x, (list, tuple)) and len(x) > 0 and all(isinstance(w, str) for w in x)
+        return isinstance(x, str)
+
+    if is_pretokenized and isinstance(texts, str):
+        raise ValueError("is_pretokenized needs word lists, not a str")
+    if one(texts):
+        if pairs is not None and not one(pairs):
+            raise ValueError("one text but a batch of pairs: give one pair per text")
+        return [texts], (None if pairs is None else [pairs])
+    texts = list(texts)
+    if pairs is not None:
+        if one(pairs):
+            raise ValueError("a batch of texts but one pair: give one pair per text")
+        pairs = list(pairs)
+        if len(pairs) != len(texts):
+            raise ValueError(f"{len(texts)} texts but {len(pairs)} pairs: give one pair per text")
+    return texts, pairs
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -14,7 +14,7 @@ import dataclasses
 import json
 
 from .errors import XlmrError
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, as_batch
 
 # Parameters whose first dimension is the vocabulary (the decoder weight is tied to word_embeddings).
 VOCAB_ROWS = ("embeddings.word_embeddings.weight", "decoder.weight", "decoder.bias", "lm_head.bias",
@@ -22,7 +22,8 @@ VOCAB_ROWS = ("embeddings.word_embeddings.weight", "decoder.weight", "decoder.bi
 
 
 def used_ids(tok: Tokenizer, texts: list[str], batch_size: int = 4096) -> set[int]:
-    """Ids the tokenizer produces on `texts` (no special tokens, no truncation)."""
+    """Ids the tokenizer produces on `texts` (a str is one text; no special tokens, no truncation)."""
+    texts, _ = as_batch(texts)
     ids: set[int] = set()
     for i in range(0, len(texts), batch_size):
         for e in tok.backend.encode_batch(texts[i:i + batch_size], add_special_tokens=False):
@@ -31,7 +32,9 @@ def used_ids(tok: Tokenizer, texts: list[str], batch_size: int = 4096) -> set[in
 
 
 def kept_ids(tok: Tokenizer, texts: list[str]) -> list[int]:
-    """Sorted ids to keep for `texts`: used pieces, special tokens, single-character pieces seen."""
+    """Sorted ids to keep for `texts` (a str is one text): used pieces, special tokens, single-character
+    pieces seen."""
+    texts, _ = as_batch(texts)
     keep = used_ids(tok, texts)
     keep.update(tok.all_special_ids)
     keep.update(i for i, t in tok.backend.get_added_tokens_decoder().items() if t.special)

@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from .errors import XlmrError
+from .options import validate
+from .rundir import new_run_id
 
 
 # `--embeddings auto` trains the word embeddings sparsely above this many rows. Measured
@@ -42,7 +44,7 @@ class TrainConfig:
         default="linear", metadata={"help": "decay after warm-up"})
     max_steps: int = field(default=0, metadata={"help": "optimizer steps (0: from epochs)"})
     epochs: float = field(default=3.0, metadata={"help": "passes over the data when max_steps is 0"})
-    grad_accum: int = field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    grad_accum: int = field(default=1, metadata={"min": 1, "help": "micro-batches per optimizer step"})
     max_grad_norm: float = field(default=1.0, metadata={"help": "gradient clipping (0: off)"})
     layer_decay: float = field(default=1.0, metadata={"help": "layer-wise lr decay factor (1: off)"})
     embeddings: Literal["auto", "dense", "sparse", "frozen"] = field(
@@ -51,11 +53,14 @@ class TrainConfig:
     max_minutes: float = field(default=0.0, metadata={"help": "stop after this much wall time (0: off)"})
     eval_every: int = field(default=0, metadata={"help": "evaluate every N steps (0: each epoch)"})
     patience: int = field(default=0, metadata={"help": "early stopping after N evaluations without gain (0: off)"})
-    log_every: int = field(default=10, metadata={"help": "log the loss every N steps"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    log_every: int = field(default=10, metadata={"min": 1, "help": "log the loss every N steps"})
+    seed: int = field(default=0, metadata={"min": 0, "help": "random seed"})
     bf16: bool = field(default=True, metadata={
         "help": "bf16 autocast on CUDA and on CPUs with AMX bf16 units (--no-bf16: fp32 everywhere)"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self):
+        validate(self)  # types and bounds of every field, for Python callers as for the CLI
 
 
 def seed_everything(seed: int) -> None:
@@ -229,16 +234,19 @@ class TrainResult:
 
 
 class JsonlLog:
-    """Append-only JSONL metrics log; also keeps the records for the loss-curve plot."""
+    """Append-only JSONL metrics log; also keeps the records for the loss-curve plot.
 
-    def __init__(self, path: Path | None):
-        self.path, self.records = path, []
+    Every line carries `run_id`, so the lines of two runs (a resumed run, say) in one file stay apart.
+    """
+
+    def __init__(self, path: Path | None, run_id: str):
+        self.path, self.run_id, self.records = path, run_id, []
 
     def write(self, **record: Any) -> None:
         self.records.append(record)
         if self.path is not None:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps({"run_id": self.run_id, **record}) + "\n")
 
 
 def plot_loss(records: list[dict], path: Path, title: str = "training loss") -> None:
@@ -272,14 +280,15 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
           metric: str | None = None, on_best: Callable[[nn.Module, dict], None] | None = None,
           out_dir: str | os.PathLike | None = None,
           restore: Callable[[nn.Module, list], "LoopState | None"] | None = None,
-          on_step: Callable[["LoopState"], None] | None = None) -> TrainResult:
+          on_step: Callable[["LoopState"], None] | None = None, run_id: str | None = None) -> TrainResult:
     """Run optimisation until `max_steps` (or `epochs` x `steps_per_epoch` optimizer steps).
 
     `batches(epoch)` yields micro-batches; `loss_fn(model, batch)` returns a scalar loss;
     `evaluate(model)` returns metrics, of which `metric` (higher is better) picks the best
     checkpoint, handed to `on_best`. `restore(model, optimizers)` may load a saved run into the
     freshly built optimizers and return its LoopState; `on_step` sees the state after every
-    optimizer step (checkpointing hooks in there).
+    optimizer step (checkpointing hooks in there). `run_id` tags every metrics.jsonl line (the id
+    of the `rundir.run_directory` lock the caller holds on `out_dir`; a fresh one if not given).
     """
     device = next(model.parameters()).device
     out = Path(out_dir) if out_dir else None
@@ -296,7 +305,7 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
     for sch, saved in zip(schedulers, state.scheduler_states):
         sch.load_state_dict(saved)
     state.optimizers, state.schedulers = optimizers, schedulers
-    log = JsonlLog(out / "metrics.jsonl" if out else None)
+    log = JsonlLog(out / "metrics.jsonl" if out else None, run_id or new_run_id())
     eval_every = cfg.eval_every or (steps_per_epoch or 0)
     amp = autocast_device(device, cfg.bf16)
     bar = _progress(cfg.progress, total, state.step)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..options import add_command, add_dataclass_args, build
+from ..options import add_command, add_dataclass_args, build, validate
 
 
 @dataclass
@@ -16,13 +16,17 @@ class PrepareOptions:
     out: str = field(default="", metadata={"help": "output directory (shards + manifest.json)"})
     alpha: float = field(default=0.3, metadata={"help": "sampling exponent for the printed probabilities"})
     workers: int = field(default=0, metadata={"help": "tokenizer processes (0: one per CPU)"})
-    shard_tokens: int = field(default=1 << 24, metadata={"help": "about this many tokens per shard"})
-    valid_fraction: float = field(default=0.01, metadata={"help": "share of documents held out for validation"})
-    batch_lines: int = field(default=2048, metadata={"help": "lines tokenized per batch (bounds memory)"})
+    shard_tokens: int = field(default=1 << 24, metadata={"min": 1, "help": "about this many tokens per shard"})
+    valid_fraction: float = field(default=0.01, metadata={"max": 1, "help": "share of documents held out for "
+                                                                            "validation"})
+    batch_lines: int = field(default=2048, metadata={"min": 1, "help": "lines tokenized per batch (bounds memory)"})
     parallel: str = field(default="", metadata={"help": "directory of aligned <lang>.txt files: adds TLM "
                                                          "sentence pairs, one pair language per language pair"})
     tlm_pivot: str = field(default="", metadata={"help": "with --parallel: only pairs with this language "
                                                           "(e.g. eng_Latn); empty: every pair"})
+
+    def __post_init__(self):
+        validate(self)
 
 
 def register(sub) -> None:

@@ -7,6 +7,7 @@ model outputs back into per-example predictions and metrics. The training loop o
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,8 @@ class Task:
         """Set (and return) the label list from training examples."""
         found = {label for ex in examples for label, _, _ in self.example_labels(ex)}
         if not found:
-            raise XlmrError("training data has no labels")
+            files = sorted({str(getattr(ex, "path", "")) for ex in examples} - {""})
+            raise XlmrError(f"{', '.join(files) or 'training data'}: training data has no labels")
         self.labels = self.label_list(found)
         return self.labels
 
@@ -220,6 +222,35 @@ def lines_of(text: str) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """json.loads hook: a key given twice in one object is an error (json would keep the last silently)."""
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def json_object(path: str | os.PathLike, line: int, raw: str) -> dict:
+    """One JSONL line as a JSON object; invalid JSON, another type or a key given twice names the line."""
+    try:
+        rec = json.loads(raw, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise XlmrError(f"{path}:{line}: not valid JSON ({e.msg})") from None
+    except _DuplicateKey as e:
+        raise XlmrError(f"{path}:{line}: key {e.args[0]!r} appears twice in one object") from None
+    except RecursionError:
+        raise XlmrError(f"{path}:{line}: JSON nested too deeply") from None
+    if not isinstance(rec, dict):
+        raise XlmrError(f"{path}:{line}: expected a JSON object, found {type(rec).__name__}")
+    return rec
 
 
 def softmax(x: np.ndarray) -> np.ndarray:

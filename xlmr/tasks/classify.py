@@ -2,14 +2,22 @@
 
 Columns are named by `text_column`, `text_pair_column` and `label_column`; left as None, the first
 usual name present is used (text/sentence/sentence1/..., label/category/...), so SIB-200's
-`index_id / category / text` TSV reads as is. CSV and TSV follow CSV quoting rules.
+`index_id / category / text` TSV reads as is.
+
+CSV and TSV files follow CSV quoting rules, strictly: a field that starts with `"` ends with `"`,
+and a `"` inside it is doubled (`""`); a `"` inside an unquoted field is kept as text. A quoted field
+may hold line breaks (MasakhaNEWS articles do), but not line breaks and the delimiter together: that
+is what a `"` left open looks like once it has swallowed the rows after it, so it is an error naming
+the line where the field opens (multi-line texts with tabs or commas can go in JSONL instead). A quote
+that never closes, text after a closing quote, and a row whose field count differs from the header's
+are errors too. A header that names a column twice, or a JSONL object with a key twice, is an error.
+A `.txt` file holds unlabelled texts, one per line (prediction input).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -18,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import XlmrError
-from .base import IGNORE, Feature, Task, lines_of, read_text, softmax
+from .base import IGNORE, Feature, Task, json_object, lines_of, read_text, softmax
 
 TEXT_NAMES = ("text", "sentence", "sentence1", "premise", "question", "content")
 PAIR_NAMES = ("text_pair", "sentence2", "hypothesis")
@@ -58,35 +66,71 @@ def _pick(path: str, found: list[str], wanted: str | None, names: tuple[str, ...
     return hit
 
 
+QUOTING_HELP = 'a field that starts with " must end with ", with inner quotes doubled ("")'
+
+
+def csv_records(path: str, text: str, delimiter: str):
+    """(first line, fields) per non-blank CSV/TSV record, strictly quoted (see the module docstring)."""
+    # Records are cut at \n only, as every reader numbers lines: a lone \r is text inside quotes, an error outside.
+    reader = csv.reader(io.StringIO(text, newline="\n"), delimiter=delimiter, strict=True)
+    end = 0
+    while True:
+        start = end + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            msg, at = str(e), reader.line_num
+            if "unexpected end of data" in msg:
+                why = 'a quoted field opens on this line and never closes (an unmatched ")'
+            elif "expected after" in msg:
+                why = ('text follows the closing " of a quoted field' + (f" (on line {at})" if at > start else ""))
+            elif "new-line" in msg:
+                why = "a carriage return inside an unquoted field"
+            else:
+                why = f"bad quoting ({msg})"
+            raise XlmrError(f"{path}:{start}: {why}; {QUOTING_HELP}") from None
+        end = reader.line_num
+        if end > start and any(("\n" in c or "\r" in c) and delimiter in c for c in row):
+            name = "tab" if delimiter == "\t" else repr(delimiter)
+            raise XlmrError(f"{path}:{start}: a quoted field opens here and runs to line {end}, across line breaks "
+                            f"and the {name} delimiter (rows swallowed by an unmatched \"?); {QUOTING_HELP}; "
+                            f"store multi-line texts that hold {name}s as JSONL")
+        if any(c.strip() for c in row):
+            yield start, row
+
+
+def _header(path: str, ln: int, row: list[str]) -> list[str]:
+    header = [c.strip() for c in row]
+    for i, name in enumerate(header):
+        if name in header[:i]:
+            raise XlmrError(f"{path}:{ln}: the header names column {name!r} twice (fields {header.index(name) + 1} "
+                            f"and {i + 1})")
+    return header
+
+
 def _rows(path: str, text: str):
-    """(line, record) pairs from a CSV/TSV/JSONL/TXT file; records are dicts except for .txt (str)."""
+    """(line, record) pairs from a CSV/TSV/JSONL/TXT file; records are dicts except for .txt (str).
+    A CSV/TSV file ends with (header line, header list), so a header-only file gets its columns checked."""
     suffix = Path(path).suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         for ln, raw in enumerate(lines_of(text), 1):
             if not raw.strip():
                 continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise XlmrError(f"{path}:{ln}: not valid JSON ({e.msg})") from None
-            if not isinstance(rec, dict):
-                raise XlmrError(f"{path}:{ln}: expected a JSON object, found {type(rec).__name__}")
+            rec = json_object(path, ln, raw)
             yield ln, rec
     elif suffix in (".csv", ".tsv", ".tab"):
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter="," if suffix == ".csv" else "\t")
-        header, end = None, 0
-        for row in reader:
-            ln, end = end + 1, reader.line_num  # a quoted field may span lines: report the first
-            if not row or not any(c.strip() for c in row):
-                continue
+        header, header_ln = None, 0
+        for ln, row in csv_records(path, text, "," if suffix == ".csv" else "\t"):
             if header is None:
-                header = [c.strip() for c in row]
+                header, header_ln = _header(path, ln, row), ln
                 continue
             if len(row) != len(header):
                 raise XlmrError(f"{path}:{ln}: expected {len(header)} fields like the header, found {len(row)}")
             yield ln, dict(zip(header, row))
         if header is not None:
-            yield 1, header  # sentinel so that a header-only file still gets its columns checked
+            yield header_ln, header
     elif suffix == ".txt":
         for ln, raw in enumerate(lines_of(text), 1):
             if raw.strip():
@@ -111,6 +155,9 @@ class Classify(Task):
     def read(self, path, labelled: bool = True) -> list[TextExample]:
         """Read examples; `labelled=False` (prediction input) makes the label column optional."""
         path = str(path)
+        if labelled and Path(path).suffix.lower() == ".txt":
+            raise XlmrError(f"{path}: a .txt file holds texts without labels; labelled data needs a .csv, .tsv "
+                            f"or .jsonl file with a label column")
         examples: list[TextExample] = []
         cols = None
         for ln, rec in _rows(path, read_text(path)):
@@ -132,7 +179,12 @@ class Classify(Task):
                 if col not in rec:
                     raise XlmrError(f"{path}:{ln}: no key {col!r} (keys found: {', '.join(rec)})")
                 v = rec[col]
-                v = v.strip() if isinstance(v, str) else ("" if v is None else str(v))
+                if isinstance(v, int) and not isinstance(v, bool) and col == label_col:
+                    v = str(v)  # JSONL labels may be numbers
+                if not isinstance(v, str):
+                    raise XlmrError(f"{path}:{ln}: column {col!r} must hold a string, found "
+                                    f"{'null' if v is None else type(v).__name__}")
+                v = v.strip()
                 if not v:
                     raise XlmrError(f"{path}:{ln}: empty value in column {col!r}")
                 values.append(v)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections import Counter
 
 from ..errors import XlmrError
 from .base import lines_of, read_text
@@ -24,27 +25,35 @@ def read_conll(path: str | os.PathLike, tag_column: int = -1) -> list[WordExampl
     """Sentences from a column file: token first, tag in `tag_column`; tab or space separated.
 
     Blank lines end sentences and `-DOCSTART-` lines are skipped. Every line must have the same
-    number of columns (at least two); tags are returned as found, without scheme checks.
+    number of columns (at least two): the number most lines have, so that the odd line is the one
+    named (a first line "New York B-LOC" among two-column lines is the error, not the line after it).
+    Tags are returned as found, without scheme checks.
     """
     path = str(path)
+    rows: list[tuple[int, list[str], str] | None] = []  # (line, columns, text); None ends a sentence
+    for ln, raw in enumerate(lines_of(read_text(path)), 1):
+        line = raw.strip()
+        if not line or line.startswith("-DOCSTART-"):
+            rows.append(None)
+            continue
+        rows.append((ln, [c.strip() for c in raw.split("\t")] if "\t" in raw else line.split(), line))
+    widths = Counter(len(r[1]) for r in rows if r is not None)
+    width = max(widths, key=lambda w: (widths[w], -_first(rows, w))) if widths else 2
     sentences: list[WordExample] = []
     words: list[str] = []
     tags: list[str] = []
     lines: list[int] = []
-    width = None
-    for ln, raw in enumerate(lines_of(read_text(path)), 1):
-        line = raw.strip()
-        if not line or line.startswith("-DOCSTART-"):
+    for row in rows + [None]:
+        if row is None:
             if words:
                 sentences.append(WordExample(words, tags, path, lines))
                 words, tags, lines = [], [], []
             continue
-        cols = [c.strip() for c in raw.split("\t")] if "\t" in raw else line.split()
-        if width is None:
-            width = len(cols)
-        if len(cols) != width or width < 2:
+        ln, cols, line = row
+        if (len(cols) < 2) if width < 2 else (len(cols) != width):
+            hint = " (a token with spaces needs a tab-separated file)" if "\t" not in line and len(cols) > width else ""
             raise XlmrError(f"{path}:{ln}: expected {max(width, 2)} columns (token and tag), "
-                            f"found {len(cols)}: {line[:60]!r}")
+                            f"found {len(cols)}: {line[:60]!r}{hint}")
         if not cols[0]:
             raise XlmrError(f"{path}:{ln}: empty token")
         if not cols[tag_column]:
@@ -52,11 +61,14 @@ def read_conll(path: str | os.PathLike, tag_column: int = -1) -> list[WordExampl
         words.append(cols[0])
         tags.append(cols[tag_column])
         lines.append(ln)
-    if words:
-        sentences.append(WordExample(words, tags, path, lines))
     if not sentences:
         raise XlmrError(f"{path}:1: empty file: no sentences found")
     return sentences
+
+
+def _first(rows, width: int) -> int:
+    """Line of the first row with `width` columns (breaks ties between equally common widths)."""
+    return next(r[0] for r in rows if r is not None and len(r[1]) == width)
 
 
 def to_iob2(example: WordExample, scheme: str) -> list[str]:
