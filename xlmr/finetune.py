@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -43,6 +44,10 @@ class FinetuneConfig(PeftOptions, TrainConfig):
     text_pair_column: str | None = field(default=None, metadata={"help": "classify: second text column"})
     label_column: str | None = field(default=None, metadata={"help": "classify: label column"})
     scheme: str = field(default="auto", metadata={"help": "ner tag scheme: auto, IOB1, IOB2, BIOES"})
+    classifier_pooling: Literal["auto", "cls", "mean"] = field(default="auto", metadata={
+        "help": "classify: what the sentence head reads: the first token (cls, as transformers), the mean of "
+                "the last hidden states (mean), or auto (the checkpoint's; mean for a BERT checkpoint "
+                "without a pooler, such as multilingual-e5-small)"})
     threads: int = field(default=0, metadata={"help": "CPU threads (0: the cores the load leaves idle)"})
 
 
@@ -103,7 +108,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
     device = device_of()
     threads = set_threads(cfg.threads) if device.type == "cpu" else 0
-    model = load(src, head=task.head, id2label=task.id2label).to(device)
+    pooling = None if cfg.classifier_pooling == "auto" else cfg.classifier_pooling
+    model = load(src, head=task.head, id2label=task.id2label, classifier_pooling=pooling).to(device)
     emb_mode = apply_embedding_mode(model, cfg.embeddings)
     method = apply_method(model, cfg)  # which parameters train; the loop below is the same for all
     features = task.encode(train_ex, tok, cfg.max_length, cfg.stride)
@@ -136,7 +142,8 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
     print(f"xlmr: {cfg.task} on {len(train_ex)} examples ({len(features)} rows), {len(task.labels)} labels, "
           f"{steps_per_epoch} steps/epoch, device {device}" + (f", {threads} threads" if threads else "") +
-          f", {emb_mode} embeddings, {'bf16 autocast' if autocast_device(device, cfg.bf16) else 'fp32'}",
+          f", {emb_mode} embeddings, {'bf16 autocast' if autocast_device(device, cfg.bf16) else 'fp32'}"
+          + (f", {model.config.classifier_pooling} pooling" if task.head == "sequence" else ""),
           file=sys.stderr)
     result = train(model, batches, loss_fn, cfg, steps_per_epoch=steps_per_epoch,
                    evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out)
