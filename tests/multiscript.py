@@ -29,6 +29,20 @@ SCRIPTS = {
                  "አዲስ አበባ የኢትዮጵያ ዋና ከተማ ናት።"],
 }
 
+# Ten more scripts, for tokenizers with a real multilingual vocabulary (SCRIPTS + these: 20 scripts).
+MORE_SCRIPTS = {
+    "jpn_Jpan": ["日本語は日本の公用語です。", "東京でカタカナとひらがなを勉強しています。"],
+    "kat_Geor": ["საქართველო არის ქვეყანა კავკასიაში.", "თბილისი საქართველოს დედაქალაქია."],
+    "hye_Armn": ["Հայաստանը լեռնային երկիր է։", "Երևանը Հայաստանի մայրաքաղաքն է։"],
+    "ben_Beng": ["বাংলা ভাষা বাংলাদেশের রাষ্ট্রভাষা।", "ঢাকা বাংলাদেশের রাজধানী।"],
+    "tam_Taml": ["தமிழ் ஒரு பழமையான மொழி.", "சென்னை தமிழ்நாட்டின் தலைநகரம்."],
+    "tel_Telu": ["తెలుగు ఒక ద్రావిడ భాష.", "హైదరాబాద్ ఒక పెద్ద నగరం."],
+    "guj_Gujr": ["ગુજરાતી ભારતની એક ભાષા છે.", "અમદાવાદ ગુજરાતનું મોટું શહેર છે."],
+    "khm_Khmr": ["ភាសាខ្មែរជាភាសាផ្លូវការរបស់ប្រទេសកម្ពុជា។", "ភ្នំពេញជារាជធានី។"],
+    "mya_Mymr": ["မြန်မာဘာသာစကားသည် ရုံးသုံးဘာသာစကား ဖြစ်သည်။", "ရန်ကုန်မြို့သည် ကြီးမားသည်။"],
+    "sin_Sinh": ["සිංහල ශ්‍රී ලංකාවේ භාෂාවකි.", "කොළඹ විශාල නගරයකි."],
+}
+
 EDGE_CASES = [
     "", "   ", "  leading and trailing spaces  ", "tabs\tand\nnewlines\r\nmixed", "many     spaces   inside",
     "ﬁne ﬂour, ①②③, ＡＢＣ full width, Ⅻ, ½ and ㎏", "unseen characters: ☃ ✈ 🙂 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 ꙮ",
@@ -65,3 +79,14 @@ def sentences(n: int = 200, seed: int = 0) -> list[str]:
         sep = rng.choice([" ", " ", " ", "  ", "\t"])
         out.append(sep.join(words))
     return out[:n]
+
+
+def twenty_scripts(n: int = 300, seed: int = 0) -> list[str]:
+    """`sentences(n)` plus the sentences of MORE_SCRIPTS and random mixes of all 20 scripts."""
+    rng = random.Random(seed)
+    every = {**SCRIPTS, **MORE_SCRIPTS}
+    out = sentences(n - 60, seed) + [s for sents in MORE_SCRIPTS.values() for s in sents]
+    while len(out) < n:
+        words = [w for lang in rng.sample(list(every), 3) for w in rng.choice(every[lang]).split()]
+        out.append(" ".join(rng.sample(words, min(len(words), 6))))
+    return out

@@ -153,3 +153,15 @@ def test_info_cli(tmp_path, capsys):
     assert main(["info", str(d)]) == 0
     out = capsys.readouterr().out
     assert "xlm-roberta (token head)" in out and "embeddings" in out and "total" in out
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    import os
+
+    old = os.umask(0o027)
+    try:
+        d = tiny_checkpoint(tmp_path)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in d.iterdir()}
+    assert modes == {"config.json": 0o640, "model.safetensors": 0o640}, modes

@@ -87,6 +87,7 @@ def run_page(page: Path, sandbox: Path) -> None:
     shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m xlmr \"$@\"\n")
     shim.chmod(0o755)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+           "XLMR_CACHE": str(sandbox / "cache"),  # multilingual-e5-small converts here, not in the user's cache
            "PATH": f"{bindir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
     script: list[str] = []
 

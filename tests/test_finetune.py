@@ -154,6 +154,33 @@ def test_finetune_bad_input_exits_2_with_one_line(data, tmp_path, capsys):
     assert f"{unseen}:1:" in lines[0] and "'B-MISC'" in lines[0] and "known labels: O, B-LOC" in lines[0]
 
 
+def test_unseen_test_labels_error_by_default_or_score_as_outside(data, ner_run, tmp_path, capsys):
+    dated = tmp_path / "sw.conll"  # MasakhaNER-style: an entity type (DATE) that WikiANN-style training lacks
+    dated.write_text("Anna\tB-PER\nmet\tO\nJuly\tB-DATE\n2020\tI-DATE\n\nParis\tB-LOC\ntoday\tB-DATE\n",
+                     encoding="utf-8")
+    args = ["evaluate", "--model", str(ner_run / "best"), "--test", f"en={data / 'test.conll'}", f"sw={dated}",
+            "--out", str(tmp_path / "e"), "--threads", "1"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"{dated}:3: label 'B-DATE' was not seen in training" in err and len(err.splitlines()) == 1
+    with pytest.warns(UserWarning) as caught:
+        assert main(args + ["--unseen-labels", "outside"]) == 0
+    notes = [str(w.message) for w in caught if "unseen-labels" in str(w.message)]
+    assert notes == ["--unseen-labels outside: gold labels not seen in training are scored as 'O': "
+                     "en: none; sw: B-DATE 2, I-DATE 1"]
+    report = (tmp_path / "e" / "report.md").read_text()
+    assert "- unseen labels: gold labels not seen in training are scored as 'O' (--unseen-labels outside): " \
+           "en: none; sw: B-DATE 2, I-DATE 1" in report
+    results = json.loads((tmp_path / "e" / "results.json").read_text())
+    assert results["languages"]["sw"]["unseen_labels_scored_as_outside"] == {"B-DATE": 2, "I-DATE": 1}
+    # finetune takes the same option for its test sets
+    out = tmp_path / "ft"
+    assert main(["finetune", "--model", str(data / "tiny"), "--task", "ner", "--train", str(data / "train.conll"),
+                 "--test", f"sw={dated}", "--unseen-labels", "outside", "--out", str(out), "--epochs", "1",
+                 *FAST]) == 0
+    assert "sw: B-DATE 2, I-DATE 1" in (out / "report.md").read_text()
+
+
 def test_predictor_600_words_gets_600_tags(data, ner_run):
     """No token lost through the real prediction path: a 600-word text at max length 128."""
     from xlmr.predict import Predictor

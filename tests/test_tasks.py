@@ -102,6 +102,24 @@ def test_unseen_label_lists_known_labels(tmp_path, tok):
         cls.encode(cls.read(write(tmp_path, "d.csv", "text,label\nhi,a\nho,c\n")), tok)
 
 
+def test_unseen_labels_scored_as_outside(tmp_path):
+    ner = Ner()
+    ner.build_labels(ner.read(write(tmp_path, "train.conll", "a\tB-PER\nb\tO\n")))
+    test = ner.read(write(tmp_path, "test.conll", "Mai\tB-DATE\n2020\tI-DATE\nAnna\tB-PER\n\nb\tO\nx\tB-DATE\n"))
+    assert ner.relabel_unseen(test) == {"B-DATE": 2, "I-DATE": 1}
+    assert [ex.tags for ex in test] == [["O", "O", "B-PER"], ["O", "O"]]
+    ner.check_labels(test)  # nothing unseen is left
+    # scored as O: a predicted DATE-free sentence is all right, and Anna is the one entity to find
+    preds = [WordPrediction(["O", "O", "B-PER"], [1.0] * 3), WordPrediction(["O", "O"], [1.0] * 2)]
+    assert ner.metrics(test, preds)["f1"] == 1.0
+    assert ner.relabel_unseen(test) == {}  # idempotent
+    for task, train, line in ((Classify(), "t.csv", "text,label\nhi,a\n"), (Pos(), None, None)):
+        if train:
+            task.build_labels(task.read(write(tmp_path, train, line)))
+        with pytest.raises(XlmrError, match=f"which the {task.name} task does not have"):
+            task.relabel_unseen([])
+
+
 def test_conllu_skips_comments_ranges_and_empty_nodes(tmp_path):
     rows = ["# sent_id = 1", "# text = Del mar.", "1-2\tDel\t_\t_\t_\t_\t_\t_\t_\t_",
             "1\tDe\tde\tADP\t_\t_\t3\tcase\t_\t_", "2\tel\tel\tDET\t_\t_\t3\tdet\t_\t_",

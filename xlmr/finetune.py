@@ -6,8 +6,10 @@ import json
 import shutil
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -35,6 +37,9 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     train: str = field(default="", metadata={"help": "training file"})
     dev: str = field(default="", metadata={"help": "dev file (keeps the best checkpoint by its metric)"})
     test: list[str] = field(default_factory=list, metadata={"help": "test sets as LANG=PATH"})
+    unseen_labels: Literal["error", "outside"] = field(default="error", metadata={
+        "help": "a test-set gold label that training never saw: an error, or (ner) scored as O, with a "
+                "warning and a line in report.md"})
     out: str = field(default="runs/finetune", metadata={"help": "output directory"})
     max_length: int = field(default=128, metadata={"min": 1, "help": "max tokens per row (longer inputs: windows)"})
     stride: int = field(default=32, metadata={"help": "overlap of NER/POS windows, in subwords"})
@@ -46,6 +51,10 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     text_pair_column: str | None = field(default=None, metadata={"help": "classify: second text column"})
     label_column: str | None = field(default=None, metadata={"help": "classify: label column"})
     scheme: str = field(default="auto", metadata={"help": "ner tag scheme: auto, IOB1, IOB2, BIOES"})
+    classifier_pooling: Literal["auto", "cls", "mean"] = field(default="auto", metadata={
+        "help": "classify: what the sentence head reads: the first token (cls, as transformers), the mean of "
+                "the last hidden states (mean), or auto (the checkpoint's; mean for a BERT checkpoint "
+                "without a pooler, such as multilingual-e5-small)"})
     threads: int = field(default=0, metadata={"help": "CPU threads (0: the cores the load leaves idle)"})
     save_every: int = field(default=0, metadata={
         "help": "write a training checkpoint to out/checkpoints every N steps, so that the same command "
@@ -108,12 +117,12 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
     dev_ex = _limit(task.read(cfg.dev), cfg.max_eval) if cfg.dev else []
     task.check_labels(dev_ex)
     tests = {lang: _limit(task.read(path), cfg.max_eval) for lang, path in parse_tests(cfg.test).items()}
-    for examples in tests.values():
-        task.check_labels(examples)
+    unseen = check_test_labels(task, tests, cfg.unseen_labels)
 
     device = device_of()
     threads = set_threads(cfg.threads) if device.type == "cpu" else 0
-    model = load(src, head=task.head, id2label=task.id2label).to(device)
+    pooling = None if cfg.classifier_pooling == "auto" else cfg.classifier_pooling
+    model = load(src, head=task.head, id2label=task.id2label, classifier_pooling=pooling).to(device)
     emb_mode = apply_embedding_mode(model, cfg.embeddings)
     method = apply_method(model, cfg)  # which parameters train; the loop below is the same for all
     features = task.encode(train_ex, tok, cfg.max_length, cfg.stride)
@@ -145,7 +154,8 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
 
     print(f"xlmr: {cfg.task} on {len(train_ex)} examples ({len(features)} rows), {len(task.labels)} labels, "
           f"{steps_per_epoch} steps/epoch, device {device}" + (f", {threads} threads" if threads else "") +
-          f", {emb_mode} embeddings, {'bf16 autocast' if autocast_device(device, cfg.bf16) else 'fp32'}",
+          f", {emb_mode} embeddings, {'bf16 autocast' if autocast_device(device, cfg.bf16) else 'fp32'}"
+          + (f", {model.config.classifier_pooling} pooling" if task.head == "sequence" else ""),
           file=sys.stderr)
     restore, on_step = _checkpoint_hooks(out / "checkpoints", model, cfg, batches)
     result = train(model, batches, loss_fn, cfg, steps_per_epoch=steps_per_epoch,
@@ -160,7 +170,7 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
         source = next((lang for lang, path in parse_tests(cfg.test).items()
                        if Path(path).parent == Path(cfg.train).parent), None)  # the training language
         summary["test"] = evaluate_sets(best, tok, task, tests, out, cfg.max_length, cfg.stride,
-                                        switch=language_switch(best), report_lang=source)
+                                        switch=language_switch(best), report_lang=source, unseen=unseen)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -180,6 +190,27 @@ def _checkpoint_hooks(root: Path, model, cfg: FinetuneConfig, batches: EpochBatc
     return restore, ckpt.on_step
 
 
+def check_test_labels(task, tests: dict[str, list], policy: str = "error") -> dict[str, dict[str, int]] | None:
+    """Test-set gold labels against the training label set. 'error': the first unseen one is an error.
+    'outside': unseen ones are scored as the task's outside label (O), with one warning for all sets;
+    returns {lang: {label: count}} for the report (None under 'error')."""
+    if policy == "error":
+        for examples in tests.values():
+            task.check_labels(examples)
+        return None
+    unseen = {lang: task.relabel_unseen(examples) for lang, examples in tests.items()}
+    if any(unseen.values()):
+        warnings.warn(f"--unseen-labels outside: gold labels not seen in training are scored as "
+                      f"'{task.outside_label}': {unseen_note(unseen)}")
+    return unseen
+
+
+def unseen_note(unseen: dict[str, dict[str, int]]) -> str:
+    """'sw: B-DATE 12, I-DATE 7; yo: none' (tag counts per language)."""
+    return "; ".join(f"{lang}: " + (", ".join(f"{label} {n}" for label, n in counts.items()) or "none")
+                     for lang, counts in unseen.items())
+
+
 def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg) -> None:
     """HF checkpoint + tokenizer files + the task options evaluate/predict need."""
     save_weights(model, directory, cfg)  # full checkpoint, or only what the PEFT method trained
@@ -189,10 +220,11 @@ def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg) -> None:
 
 
 def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_length: int, stride: int,
-                  switch=None, report_lang: str | None = None) -> dict:
+                  switch=None, report_lang: str | None = None, unseen: dict[str, dict[str, int]] | None = None) -> dict:
     """Evaluate each language: print the table, write results.json, report.md and PNGs.
     `switch(lang)`, if given, runs before each language (swaps in its MAD-X language adapter).
-    The printed report is `report_lang`'s (the training language), else the first language's."""
+    The printed report is `report_lang`'s (the training language), else the first language's.
+    `unseen` (from check_test_labels) is stated in report.md and results.json."""
     from .tasks import evaluate, format_table, write_results
 
     results, reports = {}, {}
@@ -209,7 +241,13 @@ def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_lengt
     print(format_table(results, task.columns))
     shown = report_lang if report_lang in reports else next(iter(reports))
     print(f"\n{shown} report:\n{reports[shown]}")
-    write_results(out, results, task.columns, reports=reports)
+    meta = None
+    if unseen is not None:
+        for lang, counts in unseen.items():
+            results[lang]["unseen_labels_scored_as_outside"] = counts
+        meta = {"unseen labels": f"gold labels not seen in training are scored as '{task.outside_label}' "
+                                 f"(--unseen-labels outside): {unseen_note(unseen)}"}
+    write_results(out, results, task.columns, reports=reports, meta=meta)
     return results
 
 
@@ -225,7 +263,7 @@ def load_task_info(model_dir: Path, task_name: str | None) -> dict:
 
 
 def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str | None = None,
-                   max_eval: int = 0, language_adapters: list[str] = ()) -> dict:
+                   max_eval: int = 0, language_adapters: list[str] = (), unseen_labels: str = "error") -> dict:
     """`xlmr evaluate`: one row per language plus the average; results.json and report.md in `out`
     (held locked while it runs, see xlmr.rundir)."""
     from .tasks import get_task
@@ -238,10 +276,9 @@ def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str |
         task.set_labels(model.config.id2label)
         tok = Tokenizer.from_pretrained(directory)
         sets = {lang: _limit(task.read(path), max_eval) for lang, path in parse_tests(tests).items()}
-        for examples in sets.values():
-            task.check_labels(examples)
+        unseen = check_test_labels(task, sets, unseen_labels)
         return evaluate_sets(model, tok, task, sets, run.out, info.get("max_length", 128), info.get("stride", 32),
-                             switch=language_switch(model))
+                             switch=language_switch(model), unseen=unseen)
 
 
 def config_dict(cfg) -> dict:

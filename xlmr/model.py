@@ -19,6 +19,7 @@ from torch import nn
 Family = Literal["xlm-roberta", "roberta", "bert"]
 PositionType = Literal["learned", "sinusoidal", "continuous_sinusoidal", "rotary"]
 HeadType = Literal["base", "mlm", "sequence", "token"]
+Pooling = Literal["cls", "mean"]
 
 
 @dataclass
@@ -43,6 +44,11 @@ class Config:
     eos_token_id: int = 2
     position_embedding_type: PositionType = "learned"
     classifier_dropout: float | None = None
+    # What the sequence head classifies. "cls": the first token (<s>/[CLS]), through BERT's pooler
+    # (dense + tanh) or RoBERTa's classification head, as transformers does. "mean": the masked mean
+    # of the last hidden states (as sentence encoders such as e5 were trained), then the classifier;
+    # BERT's pooler is not used. transformers has no "mean" head.
+    classifier_pooling: Pooling = "cls"
     id2label: dict[int, str] = field(default_factory=dict)
 
     @property
@@ -445,14 +451,14 @@ class Model(nn.Module):
       token: (B, T, num_labels). With flat `positions` (indices into B*T; base, mlm and token heads)
       the output is (N, ...) at those rows only, and the last layer's output projection, FFN and the
       head run only there: the same values, without the work for rows nobody reads (training loss).
-      The sequence head always does this at each row's first token, the only one it reads.
+      The sequence head with "cls" pooling always does this at each row's first token, the only one it reads.
     """
 
     def __init__(self, config: Config, head: HeadType = "base"):
         super().__init__()
         self.config, self.head = config, head
         bert = config.family == "bert"
-        pooler = (head == "base") or (bert and head == "sequence")
+        pooler = (head == "base") or (bert and head == "sequence" and config.classifier_pooling == "cls")
         self.prefix = "bert" if bert else "roberta"
         setattr(self, self.prefix, EncoderModel(config, add_pooling_layer=pooler))
         p = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
@@ -506,16 +512,30 @@ class Model(nn.Module):
             if isinstance(m, (LMHead, BertLMPrediction)):
                 nn.init.zeros_(m.bias)
 
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+               token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        """The sequence head's input, (B, 1, D): the first token's last hidden state ("cls"), or the
+        mean of the last hidden states over the tokens that `attention_mask` keeps ("mean")."""
+        enc = self.encoder_model
+        if self.config.classifier_pooling == "cls":  # only the first token is read: the last layer runs there alone
+            first = torch.arange(input_ids.shape[0], device=input_ids.device) * input_ids.shape[1]
+            return enc(input_ids, attention_mask, token_type_ids, first)[:, None]
+        h = enc(input_ids, attention_mask, token_type_ids)  # (B, T, D)
+        keep = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        keep = keep[:, :, None].float()  # (B, T, 1)
+        mean = (h.float() * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D), summed in fp32
+        return mean.to(h.dtype)[:, None]
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
         enc = self.encoder_model
-        if self.head == "sequence":  # only each row's first token is read: the last layer runs there alone
+        if self.head == "sequence":
             if positions is not None:
                 raise ValueError("positions apply to per-token heads (base, mlm, token), not 'sequence'")
-            first = torch.arange(input_ids.shape[0], device=input_ids.device) * input_ids.shape[1]
-            h = enc(input_ids, attention_mask, token_type_ids, first)[:, None]  # (B, 1, D)
+            h = self.pooled(input_ids, attention_mask, token_type_ids)  # (B, 1, D)
             if self.config.family == "bert":
-                return self.classifier(self.dropout(enc.pooler(h)))
+                h = enc.pooler(h) if self.config.classifier_pooling == "cls" else h[:, 0]  # (B, D)
+                return self.classifier(self.dropout(h))
             return self.classifier(h)
         n = None
         if positions is not None and self.training:

@@ -222,6 +222,8 @@ def save_weights(model: nn.Module, directory: str | Path, cfg=None) -> None:
     base = getattr(model, "source", "")
     info = {"method": method.name, "base": base_info(model), "head": model.head,
             "id2label": {str(k): v for k, v in sorted(model.config.id2label.items())}}
+    if model.head == "sequence":
+        info["classifier_pooling"] = model.config.classifier_pooling
     head = head_state(model)
     if method.name == "lora":
         state = {PEFT_PREFIX + k.replace(".default.", "."): v.detach().contiguous().cpu()
@@ -331,7 +333,7 @@ def load_adapted(directory: str | Path, base: str | None = None, language_adapte
     kind = config["peft_type"]
     head = info.get("head") or {v: k for k, v in TASK_TYPE.items()}.get(config.get("task_type"), "base")
     id2label = {int(k): v for k, v in info["id2label"].items()} if info.get("id2label") else _labels_from(state, head)
-    model = load(resolve(base), head=head, id2label=id2label)
+    model = load(resolve(base), head=head, id2label=id2label, classifier_pooling=info.get("classifier_pooling"))
     check_compatible(model, info, state, where)
     state = {k.removeprefix(PEFT_PREFIX).replace(".modules_to_save", "").replace(".default.", "."): v
              for k, v in state.items()}

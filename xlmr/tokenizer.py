@@ -115,13 +115,16 @@ class Tokenizer:
     def from_pretrained(cls, path: str | os.PathLike) -> "Tokenizer":
         """Load tokenizer.json, else sentencepiece.bpe.model (XLM-R), else vocab.txt (BERT) from a directory.
 
-        `path` may also name one of those files directly.
+        `path` may also name one of those files directly, or be `multilingual-e5-small`.
         """
         from tokenizers import Tokenizer as Backend
 
+        from .checkpoint import DEFAULT_CHECKPOINT, resolve
         from .tokenizer_files import bert_backend_from_vocab, xlmr_backend_from_sentencepiece
 
         path = Path(path)
+        if str(path) == DEFAULT_CHECKPOINT:  # the offline default's tokenizer (see checkpoint.resolve)
+            path = resolve(path)
         directory, chosen = (path.parent, path) if path.is_file() else (path, None)
         if not directory.is_dir():
             raise XlmrError(f"{path}: no such tokenizer directory")

@@ -34,9 +34,19 @@ def read_sentencepiece(data: bytes, source: str):
     return proto
 
 
+def split_like_sentencepiece(backend) -> None:
+    """SentencePiece never makes a piece across whitespace and drops it at the ends: split there, then
+    prefix each word with "▁" (as transformers' XLM-R tokenizer does)."""
+    from tokenizers import decoders, pre_tokenizers
+
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+
+
 def xlmr_backend_from_sentencepiece(path: Path):
     """A Unigram backend with fairseq's ids: <s>=0 <pad>=1 </s>=2 <unk>=3, piece i -> i+1, <mask> last."""
-    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import AddedToken, Tokenizer, normalizers, processors
     from tokenizers.models import Unigram
 
     data = _read_bytes(path)
@@ -55,10 +65,7 @@ def xlmr_backend_from_sentencepiece(path: Path):
     charsmap = proto.normalizer_spec.precompiled_charsmap
     if charsmap:  # SentencePiece's own normalisation table (e.g. nmt_nfkc), applied byte for byte
         backend.normalizer = normalizers.Precompiled(charsmap)
-    # SentencePiece never makes a piece across whitespace: split there, then prefix each word with "▁".
-    backend.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")])
-    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    split_like_sentencepiece(backend)
     backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in (*XLMR_SPECIALS, XLMR_MASK)])
     backend.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])

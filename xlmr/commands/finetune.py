@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--max-eval", type=int, default=0, help="only the first N examples per set (0: all)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the cores the load leaves idle)")
     p.add_argument("--language-adapter", nargs="+", default=[], help="MAD-X: LANG=DIR language adapter per test set")
+    p.add_argument("--unseen-labels", choices=["error", "outside"], default="error",
+                   help="a gold label the model was not trained on: an error, or (ner) scored as O")
     p.set_defaults(func=run_evaluate)
 
     p = add_command(sub, "predict", "predict labels or entities for text lines or JSONL",
@@ -54,7 +56,7 @@ def run_evaluate(args) -> int:
     from ..train import set_threads
 
     set_threads(args.threads)
-    evaluate_model(args.model, args.test, args.out, args.task, args.max_eval, args.language_adapter)
+    evaluate_model(args.model, args.test, args.out, args.task, args.max_eval, args.language_adapter, args.unseen_labels)
     print(f"wrote {args.out}/results.json and {args.out}/report.md")
     return 0
 

@@ -51,6 +51,7 @@ class Task:
     head = "token"  # model head: 'token' -> logits (B, T, C); 'sequence' -> (B, C)
     main_metric = "accuracy"  # the dev metric to keep the best checkpoint by (higher is better)
     columns: tuple[str, ...] = ("accuracy",)  # metrics shown in the per-language table
+    outside_label: str | None = None  # what an unseen gold label can be scored as (ner: "O"); None: no such label
 
     def __init__(self) -> None:
         self.labels: list[str] = []
@@ -94,6 +95,22 @@ class Task:
                 if label not in known:
                     raise XlmrError(f"{path}:{line}: label {label!r} was not seen in training; "
                                     f"known labels: {', '.join(self.labels)}")
+
+    def relabel_unseen(self, examples: list) -> dict[str, int]:
+        """Replace every gold label outside the label set by `outside_label`, in place (XTREME-style
+        transfer: a test set's entity types that training never saw count as O). Returns {label: count}."""
+        if self.outside_label is None:
+            raise XlmrError(f"--unseen-labels outside scores unseen labels as the outside label O, which the "
+                            f"{self.name} task does not have (ner does)")
+        counts: dict[str, int] = {}
+        for ex in examples:
+            for label in self.replace_labels(ex, set(self.labels), self.outside_label):
+                counts[label] = counts.get(label, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def replace_labels(self, example, known: set[str], outside: str) -> list[str]:
+        """Set the example's gold labels outside `known` to `outside`; return the labels replaced."""
+        raise NotImplementedError
 
     def _label_ids_ready(self, examples: list) -> bool:
         """True when the examples carry gold labels (checked against the label set)."""

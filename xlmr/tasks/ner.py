@@ -139,6 +139,7 @@ class Ner(WordTask):
     name = "ner"
     main_metric = "f1"
     columns = ("f1", "precision", "recall")
+    outside_label = "O"
 
     def __init__(self, scheme: str = "auto", tag_column: int = -1):
         super().__init__()

@@ -153,6 +153,12 @@ class WordTask(Task):
         lines = example.lines or [0] * len(example.tags)
         return ((tag, example.path, line) for tag, line in zip(example.tags, lines))
 
+    def replace_labels(self, example: WordExample, known: set[str], outside: str) -> list[str]:
+        replaced = [t for t in example.tags or [] if t not in known]
+        if replaced:
+            example.tags = [t if t in known else outside for t in example.tags]
+        return replaced
+
     def encode(self, examples, tokenizer, max_length=128, stride=32):
         label_ids = None
         if self._label_ids_ready(examples):
