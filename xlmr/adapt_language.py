@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from . import adapters as A
 from .checkpoint import load, read_config, resolve
 from .errors import XlmrError
+from .io import atomic_write_json
 from .train import TrainConfig, seed_everything, train
 
 
@@ -149,5 +150,5 @@ def adapt_language(cfg: AdaptLanguageConfig) -> dict:
                "saved_bytes": (out / "adapter_model.safetensors").stat().st_size,
                "steps_per_second": round(result.steps / max(result.seconds, 1e-9), 3),
                "held_out_before": before, "held_out_after": after, **peak_memory()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "summary.json", summary, indent=2)
     return summary

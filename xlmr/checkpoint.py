@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from .errors import XlmrError
+from .io import atomic_write, atomic_write_json
 from .model import Config, HeadType, Model
 
 # architectures[0] suffix -> our head, and back.
@@ -206,20 +206,6 @@ def load(path_or_name: str | os.PathLike, head: HeadType | None = None, num_labe
     return model.eval()
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def state_dict_to_save(model: Model) -> dict[str, torch.Tensor]:
     """State dict without tied copies, contiguous, as HF writes it."""
     sd = model.state_dict()
@@ -235,8 +221,7 @@ def save(model: Model, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = config_to_dict(model.config, model.head)
-    atomic_write(directory / "config.json",
-                  lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
+    atomic_write_json(directory / "config.json", config, indent=2)
     state = state_dict_to_save(model)
     atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     return directory

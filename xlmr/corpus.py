@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import XlmrError
+from .io import atomic_write_text
 
 FORMAT = 1
 FLORES = re.compile(r"(?:.+_)?([a-z]{2,3}_[A-Z][a-z]{3})$")
@@ -81,13 +82,6 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename, so readers never see half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import XlmrError
+from .io import atomic_write_text
 
 # File stems that name the same category in different language folders.
 ALIASES = {"sport": "sports", "emotions": "emotion", "emociones": "emotion", "computer": "computers",
@@ -194,7 +195,7 @@ def run_demo(quick: bool = False, out: str = "runs/demo") -> dict:
                                         str(ft_out / "eval"))
     table = _zero_shot_table(rows, list(tests))
     print("\n" + table)
-    (plan.out / "zero_shot.md").write_text(table + "\n", encoding="utf-8")
+    atomic_write_text(plan.out / "zero_shot.md", table + "\n")
     with stage("6/6 predictions: xlmr predict"):
         _predict_examples(plan.out, tests)
     print("\nnext steps:\n"

@@ -14,6 +14,7 @@ import torch
 from .batching import length_grouped_batches
 from .checkpoint import load, resolve
 from .errors import XlmrError
+from .io import atomic_write_json
 from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
 from .tokenizer import Tokenizer
 from .train import TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
@@ -150,7 +151,7 @@ def finetune(cfg: FinetuneConfig) -> dict:
                        if Path(path).parent == Path(cfg.train).parent), None)  # the training language
         summary["test"] = evaluate_sets(best, tok, task, tests, out, cfg.max_length, cfg.stride,
                                         switch=language_switch(best), report_lang=source)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "summary.json", summary, indent=2)
     return summary
 
 
@@ -159,7 +160,7 @@ def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg) -> None:
     save_weights(model, directory, cfg)  # full checkpoint, or only what the PEFT method trained
     copy_tokenizer(tokenizer_src, directory)
     info = {"task": cfg.task, "options": task_options(cfg), "max_length": cfg.max_length, "stride": cfg.stride}
-    (directory / TASK_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(directory / TASK_FILE, info, indent=2)
 
 
 def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_length: int, stride: int,

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from . import adapters as A
-from .checkpoint import atomic_write, load, resolve, save
+from .checkpoint import load, resolve, save
 from .errors import XlmrError
+from .io import atomic_write, atomic_write_json
 
 CONFIG_FILE, WEIGHTS_FILE, INFO_FILE = "adapter_config.json", "adapter_model.safetensors", "xlmr_adapter.json"
 PEFT_PREFIX = "base_model.model."  # peft's key prefix: PeftModel -> LoraModel -> the transformers model
@@ -194,10 +195,6 @@ def base_info(model: nn.Module) -> dict:
     return {k: getattr(c, k) for k in SIZE_FIELDS}
 
 
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
-
-
 def _write_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
@@ -208,8 +205,8 @@ def write_adapter_dir(directory: Path, config: dict, state: dict[str, torch.Tens
     """The three files of an adapter directory, each written atomically."""
     directory.mkdir(parents=True, exist_ok=True)
     _write_tensors(directory / WEIGHTS_FILE, state)
-    _write_json(directory / INFO_FILE, info)
-    _write_json(directory / CONFIG_FILE, config)  # last: its presence marks a complete directory
+    atomic_write_json(directory / INFO_FILE, info, indent=2)
+    atomic_write_json(directory / CONFIG_FILE, config, indent=2)  # last: its presence marks a complete directory
 
 
 def save_weights(model: nn.Module, directory: str | Path, cfg=None) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from .checkpoint import resolve
 from .errors import XlmrError
+from .io import atomic_write
 from .tokenizer import Tokenizer
 
 
@@ -82,19 +83,17 @@ def read_inputs(path: str) -> tuple[list[str], list[str] | None]:
 def predict_file(model: str, input_path: str, output: str, batch: int = 256, quantize: str = "none",
                  task: str | None = None, backend: str = "torch") -> int:
     """Predict every input line and write JSONL (atomically). Returns the number of predictions."""
-    import os
-
     predictor = Predictor(model, task=task, quantize=quantize, backend=backend)
     texts, pairs = read_inputs(input_path)
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name("." + out.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for s in range(0, len(texts), batch):
-            chunk_pairs = pairs[s:s + batch] if pairs else None
-            for r in predictor(texts[s:s + batch], chunk_pairs):
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            for s in range(0, len(texts), batch):
+                chunk_pairs = pairs[s:s + batch] if pairs else None
+                for r in predictor(texts[s:s + batch], chunk_pairs):
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+    atomic_write(output, write)
     return len(texts)
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from . import resume
 from .checkpoint import config_from_dict, config_to_dict, load, save
 from .errors import XlmrError
+from .io import atomic_write_json
 from .model import PRESETS, Model
 from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed
 from .tokenizer import Tokenizer
@@ -146,8 +147,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if world.is_main:
         out.mkdir(parents=True, exist_ok=True)
         config = config_to_dict(model.config, "mlm")
-        (out / "model_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (out / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(out / "model_config.json", config, indent=2)
+        atomic_write_json(out / "pretrain_config.json", asdict(cfg), indent=2)
     model.to(world.device)
     core = model
     if cfg.activation_checkpointing:
@@ -196,7 +197,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     summary = {"steps": result.steps, "seconds": round(result.seconds, 2), "final": str(final),
                "eval": evals[-1] if evals else None}
     if world.is_main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(out / "summary.json", summary, indent=2)
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

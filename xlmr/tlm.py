@@ -16,6 +16,7 @@ import itertools
 from pathlib import Path
 
 from .errors import XlmrError
+from .io import atomic_write_text
 
 
 def read_aligned(parallel: Path) -> dict[str, tuple[Path, list[str]]]:
@@ -49,8 +50,6 @@ def stage_pairs(parallel, out, pivot: str | None = None) -> list[Path]:
     """Write one `<a>-<b>.txt` pair file per language pair (only pairs with `pivot` if given) into
     `out`; return their paths. A file whose content is unchanged is not rewritten, so a re-run of
     `data prepare` still skips its finished shards."""
-    from .corpus import atomic_write_text
-
     texts = read_aligned(Path(parallel))
     langs = sorted(texts)
     if pivot and pivot not in texts:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import XlmrError
+from .io import atomic_write_bytes
 from .tokenizer import SENTENCEPIECE_FILE, Tokenizer
 
 SOURCE_PREFIXES = ("debian_",)  # `debian_deu_Latn.txt` is more German text: same language, other source
@@ -150,9 +151,7 @@ def train(corpus_dir: str | Path, out: str | Path, vocab_size: int = 32000, alph
     model = train_sentencepiece(lines, vocab_size, character_coverage, threads, source=str(corpus_dir))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from .checkpoint import atomic_write
-
-    atomic_write(out / SENTENCEPIECE_FILE, lambda tmp: Path(tmp).write_bytes(model))
+    atomic_write_bytes(out / SENTENCEPIECE_FILE, model)
     tok = Tokenizer.from_pretrained(out / SENTENCEPIECE_FILE)
     tok.save(out)
     return tok, table

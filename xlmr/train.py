@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import XlmrError
+from .io import atomic_write
 
 
 # `--embeddings auto` trains the word embeddings sparsely above this many rows. Measured
@@ -260,10 +261,8 @@ def plot_loss(records: list[dict], path: Path, title: str = "training loss") -> 
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callable[[nn.Module, Any], torch.Tensor],

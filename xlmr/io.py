@@ -1,0 +1,61 @@
+"""Small I/O helpers shared by every module: atomic writes.
+
+An atomic write goes to a temporary file beside the target and is renamed over it, so a reader (or
+a run that was killed) never sees half a file. The temporary file is created with mode 0o666 and
+the process umask applies, as with a plain `open(path, "w")`: a model directory written by one
+user stays readable by the others of a shared machine when the umask allows it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
+    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
+
+    `write` gets the temporary file's name (it exists, empty, with the umask's mode) and writes to it
+    by name; the name keeps `path`'s suffix, for writers that pick a format from it. On any error the
+    temporary file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
+        try:  # O_EXCL: never reuse another writer's file; 0o666 & ~umask like open()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        os.close(fd)
+        write(str(tmp))
+        # Some writers replace the file by their own temporary one (safetensors' save_file does, at 0600).
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write a UTF-8 text file atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write a binary file atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_json(path: str | os.PathLike, data, **dumps) -> Path:
+    """Write `json.dumps(data, **dumps)` plus a newline atomically."""
+    return atomic_write_text(path, json.dumps(data, **dumps) + "\n")
+
