@@ -17,12 +17,11 @@ from pathlib import Path
 
 from .errors import XlmrError
 from .io import atomic_write_text
+from .sources import find_sources, language_of
 
 
 def read_aligned(parallel: Path) -> dict[str, tuple[Path, list[str]]]:
     """{language: (file, lines)} of a parallel directory, checked to align line by line."""
-    from .corpus import find_sources, language_of
-
     texts: dict[str, tuple[Path, list[str]]] = {}
     for path in find_sources(parallel):
         lang = language_of(path)

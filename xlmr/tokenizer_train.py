@@ -16,9 +16,8 @@ from pathlib import Path
 
 from .errors import XlmrError
 from .io import atomic_write_bytes
+from .sources import language_of
 from .tokenizer import SENTENCEPIECE_FILE, Tokenizer
-
-SOURCE_PREFIXES = ("debian_",)  # `debian_deu_Latn.txt` is more German text: same language, other source
 
 
 @dataclass
@@ -31,15 +30,6 @@ class Language:
     chars: int
     share: float = 0.0  # of all corpus characters
     prob: float = 0.0  # sampling probability, share^alpha normalised
-
-
-def language_of(file: Path) -> str:
-    """`debian_deu_Latn.txt` and `deu_Latn.txt` are both language `deu_Latn`."""
-    stem = file.stem
-    for prefix in SOURCE_PREFIXES:
-        if stem.startswith(prefix) and len(stem) > len(prefix):
-            stem = stem[len(prefix):]
-    return stem
 
 
 def read_text_file(file: Path) -> list[str]:
@@ -58,7 +48,7 @@ def read_text_file(file: Path) -> list[str]:
 
 
 def read_corpus(directory: str | Path) -> dict[str, list[str]]:
-    """language -> lines, from every *.txt file in `directory` (see `language_of`)."""
+    """language -> lines, from every *.txt file in `directory` (languages by `xlmr.sources.language_of`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise XlmrError(f"{directory}: no such corpus directory")
