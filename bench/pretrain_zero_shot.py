@@ -25,7 +25,7 @@ def random_init_copy(model_dir: Path, out: Path, seed: int) -> Path:
     import torch
 
     from xlmr.checkpoint import load, save
-    from xlmr.finetune import copy_tokenizer
+    from xlmr.checkpoint import copy_tokenizer
     from xlmr.model import Model
 
     config = load(model_dir, head="mlm").config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -31,6 +32,9 @@ FIELD_TYPES = {"vocab_size": int, "hidden_size": int, "num_hidden_layers": int, 
                "pad_token_id": int, "layer_norm_eps": (int, float), "hidden_dropout_prob": (int, float),
                "attention_probs_dropout_prob": (int, float), "initializer_range": (int, float),
                "hidden_act": str}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "sentencepiece.bpe.model")
+TASK_FILE = "xlmr_task.json"  # a fine-tuned directory's task, options, max_length and stride
 POSITION_ALIASES = {"absolute": "learned", "learned": "learned", "sinusoidal": "sinusoidal",
                     "continuous_sinusoidal": "continuous_sinusoidal", "rotary": "rotary"}
 
@@ -234,3 +238,24 @@ def export_hf(model: Model, directory: str | os.PathLike) -> Path:
                         f"'{model.config.position_embedding_type}' has no transformers equivalent "
                         f"(only 'learned' does); use xlmr's own format (xlmr save)")
     return save(model, directory)
+
+
+# Fine-tuned directories: an HF checkpoint plus the tokenizer files and xlmr_task.json
+
+
+def copy_tokenizer(src: Path, dst: Path) -> None:
+    """Copy the tokenizer files next to the weights, so transformers.pipeline(model=dst) works."""
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+
+
+def load_task_info(model_dir: Path, task_name: str | None) -> dict:
+    """The task a fine-tuned model was trained for (xlmr_task.json), or the one given."""
+    path = model_dir / TASK_FILE
+    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if task_name:
+        info["task"] = task_name
+    if "task" not in info:
+        raise XlmrError(f"{model_dir}: no {TASK_FILE}; say which task with --task")
+    return info

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import copy_tokenizer
 from .errors import XlmrError
 from .io import atomic_write_text
 
@@ -172,8 +173,6 @@ def run_demo(quick: bool = False, out: str = "runs/demo") -> dict:
         scratch = plan.out / "scratch"  # the same architecture from random init: the no-pretraining row
         torch.manual_seed(0)
         save(build_model(cfg, tok), scratch)
-        from .finetune import copy_tokenizer
-
         copy_tokenizer(tok_dir, scratch)
         print(f"pretrained {summary['steps']} steps; held-out MLM loss "
               f"{summary['eval']['eval_loss']:.3f}" if summary["eval"] else "")

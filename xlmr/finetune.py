@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -12,16 +11,13 @@ from pathlib import Path
 import torch
 
 from .batching import length_grouped_batches
-from .checkpoint import load, resolve
+from .checkpoint import TASK_FILE, copy_tokenizer, load, load_task_info, resolve
 from .errors import XlmrError
 from .io import atomic_write_json
 from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
 from .tokenizer import Tokenizer
 from .train import TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "sentencepiece.bpe.model")
-TASK_FILE = "xlmr_task.json"
 
 
 @dataclass
@@ -71,13 +67,6 @@ def task_options(cfg) -> dict:
 
 def device_of() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def copy_tokenizer(src: Path, dst: Path) -> None:
-    """Copy the tokenizer files next to the weights, so transformers.pipeline(model=dst) works."""
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)
 
 
 def _limit(items: list, n: int) -> list:
@@ -186,17 +175,6 @@ def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_lengt
     print(f"\n{shown} report:\n{reports[shown]}")
     write_results(out, results, task.columns, reports=reports)
     return results
-
-
-def load_task_info(model_dir: Path, task_name: str | None) -> dict:
-    """The task a fine-tuned model was trained for (xlmr_task.json), or the one given."""
-    path = model_dir / TASK_FILE
-    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if task_name:
-        info["task"] = task_name
-    if "task" not in info:
-        raise XlmrError(f"{model_dir}: no {TASK_FILE}; say which task with --task")
-    return info
 
 
 def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str | None = None,

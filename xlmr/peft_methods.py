@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import adapters as A
-from .checkpoint import load, resolve, save
+from .checkpoint import TASK_FILE, copy_tokenizer, load, resolve, save
 from .errors import XlmrError
 from .io import atomic_write, atomic_write_json
 
@@ -430,8 +430,6 @@ def language_switch(model: nn.Module):
 def merge(base: str | None, adapter_dir: str, out: str) -> Path:
     """Fold a LoRA (or BitFit) adapter into the base weights and write a plain HF checkpoint."""
     from peft.tuners.lora import LoraLayer
-
-    from .finetune import TASK_FILE, copy_tokenizer
 
     model = load_adapted(adapter_dir, base)
     name = model.peft_method.name

@@ -18,7 +18,7 @@ class Predictor:
 
     def __init__(self, model_path: str, task: str | None = None, quantize: str = "none", device: str | None = None,
                  backend: str = "torch"):
-        from .finetune import load_task_info
+        from .checkpoint import load_task_info
         from .onnx_export import load_backend
         from .tasks import get_task
 

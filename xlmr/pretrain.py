@@ -19,7 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import resume
-from .checkpoint import config_from_dict, config_to_dict, load, save
+from .checkpoint import config_from_dict, config_to_dict, copy_tokenizer, load, save
 from .errors import XlmrError
 from .io import atomic_write_json
 from .model import PRESETS, Model
@@ -208,8 +208,6 @@ def export_final(model, core: Model, directory: Path, tok_dir: Path, world: Worl
     """Gather full weights (works for DDP and FSDP2) and save a checkpoint directory on rank 0."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    from .finetune import copy_tokenizer
-
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if world.is_main:
         clean = Model(core.config, "mlm")
@@ -242,7 +240,5 @@ def export_checkpoint(run_dir: str, out: str, step: int | None = None) -> Path:
     directory = export_hf(model, out)
     pretrain_cfg = run / "pretrain_config.json"
     if pretrain_cfg.is_file():
-        from .finetune import copy_tokenizer
-
         copy_tokenizer(Path(json.loads(pretrain_cfg.read_text())["tokenizer"]), Path(directory))
     return Path(directory)
