@@ -55,3 +55,23 @@ def test_atomic_write_keeps_the_suffix_for_writers_that_read_it(tmp_path):
     seen = []
     atomic_write(tmp_path / "plot.png", lambda tmp: (seen.append(tmp), open(tmp, "wb").close()))
     assert seen[0].endswith(".png") and os.path.dirname(seen[0]) == str(tmp_path)
+
+
+def test_count_parameters_counts_tied_weights_once_as_transformers_does(tmp_path):
+    T = pytest.importorskip("transformers")
+    from helpers import hf_config
+
+    from xlmr.io import count_parameters
+
+    hf = T.XLMRobertaForMaskedLM(hf_config("xlm-roberta"))
+    hf.save_pretrained(tmp_path / "hf")
+    ours = xlmr.load(tmp_path / "hf")
+    assert ours.mlm_head.decoder.weight is ours.encoder_model.embeddings.word_embeddings.weight  # tied
+    count = count_parameters(ours)
+    assert count.total == count.trainable == hf.num_parameters()
+    for p in ours.encoder_model.parameters():
+        p.requires_grad_(False)
+    count = count_parameters(ours, part=lambda name: name.split(".")[0])
+    head = sum(p.numel() for n, p in hf.named_parameters() if n.startswith("lm_head.") and "decoder" not in n)
+    assert (count.total, count.trainable) == (hf.num_parameters(), head)
+    assert count.parts == {"roberta": hf.num_parameters() - head, "lm_head": head}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import adapters as A
 from .checkpoint import load, read_config, resolve
 from .errors import XlmrError
-from .io import atomic_write_json
+from .io import atomic_write_json, count_parameters
 from .train import TrainConfig, seed_everything, train
 
 
@@ -68,7 +68,7 @@ def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor
 def adapt_language(cfg: AdaptLanguageConfig) -> dict:
     """Train a language adapter; write it to cfg.out; return a summary."""
     from .mlm_data import MaskVocab, mask_tokens
-    from .peft_methods import base_info, count_parameters, peak_memory, write_adapter_dir
+    from .peft_methods import base_info, peak_memory, write_adapter_dir
     from .tokenizer import Tokenizer
 
     if not cfg.model or not cfg.corpus or not cfg.out:
@@ -96,7 +96,8 @@ def adapt_language(cfg: AdaptLanguageConfig) -> dict:
                 p.requires_grad_(True)
     A.add_adapter(model, "lang", cfg.adapter_placement, cfg.adapter_reduction, source=lang)
     model.to(device)
-    trainable, total = count_parameters(model)
+    count = count_parameters(model)
+    trainable, total = count.trainable, count.total
 
     order = sorted(range(len(train_rows)), key=lambda i: len(train_rows[i]))
     chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]

@@ -1,4 +1,4 @@
-"""Small I/O helpers shared by every module: atomic writes.
+"""Small helpers shared by every module: atomic writes and the parameter counter.
 
 An atomic write goes to a temporary file beside the target and is renamed over it, so a reader (or
 a run that was killed) never sees half a file. The temporary file is created with mode 0o666 and
@@ -13,7 +13,12 @@ import os
 import secrets
 import stat
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object]) -> Path:
@@ -59,3 +64,25 @@ def atomic_write_json(path: str | os.PathLike, data, **dumps) -> Path:
     """Write `json.dumps(data, **dumps)` plus a newline atomically."""
     return atomic_write_text(path, json.dumps(data, **dumps) + "\n")
 
+
+
+@dataclass
+class ParameterCount:
+    """Parameters of a model, each tensor counted once (tied embeddings are one tensor)."""
+
+    trainable: int  # with requires_grad
+    total: int
+    parts: dict[str, int] = field(default_factory=dict)  # {part(name): total}, when a `part` was given
+
+
+def count_parameters(model: nn.Module, part: Callable[[str], str] | None = None) -> ParameterCount:
+    """Count `model`'s parameters; `part(name)` (if given) also splits the total by parameter name
+    (a shared tensor goes to the part of its first name)."""
+    count = ParameterCount(0, 0)
+    for name, p in model.named_parameters():  # each tensor once, under its first name
+        count.total += p.numel()
+        count.trainable += p.numel() if p.requires_grad else 0
+        if part is not None:
+            key = part(name)
+            count.parts[key] = count.parts.get(key, 0) + p.numel()
+    return count

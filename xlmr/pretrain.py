@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from . import resume
 from .checkpoint import config_from_dict, config_to_dict, copy_tokenizer, load, save
 from .errors import XlmrError
-from .io import atomic_write_json
+from .io import atomic_write_json, count_parameters
 from .model import PRESETS, Model
 from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed
 from .tokenizer import Tokenizer
@@ -158,7 +158,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     if world.size > 1:
         model = apply_fsdp(core) if cfg.parallel == "fsdp" else apply_ddp(core, world.device)
     valid = validation_set(stream.corpus, cfg.seq_len, cfg.eval_sequences)
-    params = sum(p.numel() for p in core.parameters())
+    params = count_parameters(core).total
     _log(world, f"xlmr: pretraining {params / 1e6:.1f}M parameters on {len(stream.languages)} languages, "
                 f"world size {world.size} ({cfg.parallel if world.size > 1 else 'single process'}), "
                 f"device {world.device}")

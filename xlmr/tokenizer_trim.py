@@ -14,6 +14,7 @@ import dataclasses
 import json
 
 from .errors import XlmrError
+from .io import count_parameters
 from .tokenizer import Tokenizer
 
 # Parameters whose first dimension is the vocabulary (the decoder weight is tied to word_embeddings).
@@ -121,13 +122,8 @@ def trim_model(model, keep: list[int], tok: Tokenizer):
 
 def parameter_counts(model) -> dict[str, int]:
     """Unique parameters: total and the word-embedding matrix."""
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
     return {"vocab": model.config.vocab_size, "embedding": model.encoder_model.embeddings.word_embeddings.weight.numel(),
-            "total": total}
+            "total": count_parameters(model).total}
 
 
 def trim(model_dir, corpus_dir, out) -> dict:
