@@ -15,6 +15,7 @@ from .checkpoint import TASK_FILE, copy_tokenizer, load, load_task_info, resolve
 from .errors import XlmrError
 from .io import atomic_write_json
 from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
+from .tasks.base import MAX_LENGTH, STRIDE
 from .tokenizer import Tokenizer
 from .train import TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
 
@@ -30,8 +31,8 @@ class FinetuneConfig(PeftOptions, TrainConfig):
     dev: str = field(default="", metadata={"help": "dev file (keeps the best checkpoint by its metric)"})
     test: list[str] = field(default_factory=list, metadata={"help": "test sets as LANG=PATH"})
     out: str = field(default="runs/finetune", metadata={"help": "output directory"})
-    max_length: int = field(default=128, metadata={"help": "max tokens per row (longer inputs: windows)"})
-    stride: int = field(default=32, metadata={"help": "overlap of NER/POS windows, in subwords"})
+    max_length: int = field(default=MAX_LENGTH, metadata={"help": "max tokens per row (longer inputs: windows)"})
+    stride: int = field(default=STRIDE, metadata={"help": "overlap of NER/POS windows, in subwords"})
     batch_size: int = field(default=32, metadata={"help": "rows per batch"})
     max_tokens: int = field(default=0, metadata={"help": "padded tokens per batch (0: no cap)"})
     max_train: int = field(default=0, metadata={"help": "use only the first N training examples (0: all)"})
@@ -193,7 +194,7 @@ def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str |
         task.check_labels(examples)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    return evaluate_sets(model, tok, task, sets, out_dir, info.get("max_length", 128), info.get("stride", 32),
+    return evaluate_sets(model, tok, task, sets, out_dir, info.get("max_length", MAX_LENGTH), info.get("stride", STRIDE),
                          switch=language_switch(model))
 
 

@@ -10,6 +10,7 @@ import torch
 from .checkpoint import resolve
 from .errors import XlmrError
 from .io import atomic_write
+from .tasks.base import MAX_LENGTH, STRIDE
 from .tokenizer import Tokenizer
 
 
@@ -29,7 +30,7 @@ class Predictor:
         self.task = get_task(info["task"], **info.get("options", {}))
         self.task.set_labels(self.model.config.id2label)
         self.tokenizer = Tokenizer.from_pretrained(directory)
-        self.max_length, self.stride = info.get("max_length", 128), info.get("stride", 32)
+        self.max_length, self.stride = info.get("max_length", MAX_LENGTH), info.get("stride", STRIDE)
 
     @torch.inference_mode()
     def __call__(self, texts: list[str], pairs: list[str] | None = None) -> list[dict]:

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from ..errors import XlmrError
 
 IGNORE = -100  # label id that cross-entropy skips (non-first subwords, special tokens, padding)
+MAX_LENGTH = 128  # default tokens per model row (longer inputs are cut into windows)
+STRIDE = 32  # default overlap of the windows of a long NER/POS sentence, in subwords
 
 
 @dataclass
@@ -108,7 +110,7 @@ class Task:
         """Read and validate one data file."""
         raise NotImplementedError
 
-    def encode(self, examples: list, tokenizer, max_length: int = 128, stride: int = 32) -> list[Feature]:
+    def encode(self, examples: list, tokenizer, max_length: int = MAX_LENGTH, stride: int = STRIDE) -> list[Feature]:
         """Examples -> unpadded features (labels checked against the label set)."""
         raise NotImplementedError
 
@@ -193,8 +195,8 @@ def run_model(model: torch.nn.Module, task: Task, features: list[Feature], pad_i
     return outputs
 
 
-def evaluate(model: torch.nn.Module, task: Task, examples: list, tokenizer, max_length: int = 128,
-             stride: int = 32, **kw) -> tuple[list, dict]:
+def evaluate(model: torch.nn.Module, task: Task, examples: list, tokenizer, max_length: int = MAX_LENGTH,
+             stride: int = STRIDE, **kw) -> tuple[list, dict]:
     """Encode, run, predict and score: returns (predictions, metrics). `kw` goes to run_model."""
     features = task.encode(examples, tokenizer, max_length, stride)
     predictions = task.predict(run_model(model, task, features, tokenizer.pad_token_id, **kw), features, examples)
