@@ -195,3 +195,13 @@ def test_bf16_autocast_only_where_native():
     assert autocast_device(torch.device("cpu"), bf16=False) is None
     amx = torch.cpu.get_capabilities().get("amx_bf16", False)
     assert autocast_device(torch.device("cpu")) == ("cpu" if amx else None)
+
+
+def test_sorted_batches_exact():
+    from xlmr.batching import sorted_batches
+
+    lengths = [5, 1, 3, 3, 8, 2]  # shortest first, ties in index order: 1, 5, 2, 3, 0, 4
+    assert sorted_batches(lengths, batch_size=2) == [[1, 5], [2, 3], [0, 4]]
+    # at most 10 padded tokens: [1,5,2] is 3 x 3 = 9; adding 3 would be 12; [3,0] is 2 x 5; [4] alone
+    assert sorted_batches(lengths, batch_size=10, max_tokens=10) == [[1, 5, 2], [3, 0], [4]]
+    assert sorted_batches([], batch_size=4) == []

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import adapters as A
+from .batching import sorted_batches
 from .checkpoint import load, read_config, resolve
 from .errors import XlmrError
 from .io import atomic_write_json, count_parameters
@@ -99,8 +100,7 @@ def adapt_language(cfg: AdaptLanguageConfig) -> dict:
     count = count_parameters(model)
     trainable, total = count.trainable, count.total
 
-    order = sorted(range(len(train_rows)), key=lambda i: len(train_rows[i]))
-    chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    chunks = sorted_batches([len(r) for r in train_rows], cfg.batch_size)
 
     def batches(epoch):
         rng = random.Random(cfg.seed * 1000 + epoch)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..batching import sorted_batches
 from ..errors import XlmrError
 
 IGNORE = -100  # label id that cross-entropy skips (non-first subwords, special tokens, padding)
@@ -158,22 +159,6 @@ class Task:
         raise NotImplementedError
 
 
-def batches_by_tokens(features: list[Feature], max_tokens: int = 16384, max_rows: int = 512) -> list[list[int]]:
-    """Feature indices grouped by length so that rows x longest row <= max_tokens (little padding)."""
-    order = sorted(range(len(features)), key=lambda i: len(features[i]))
-    out, cur, width = [], [], 0
-    for i in order:
-        w = max(width, len(features[i]))
-        if cur and (w * (len(cur) + 1) > max_tokens or len(cur) >= max_rows):
-            out.append(cur)
-            cur, w = [], len(features[i])
-        cur.append(i)
-        width = w
-    if cur:
-        out.append(cur)
-    return out
-
-
 @torch.no_grad()
 def run_model(model: torch.nn.Module, task: Task, features: list[Feature], pad_id: int, max_tokens: int = 16384,
               autocast_dtype: torch.dtype | None = None) -> list[np.ndarray]:
@@ -183,7 +168,7 @@ def run_model(model: torch.nn.Module, task: Task, features: list[Feature], pad_i
     model.eval()
     outputs: list[np.ndarray | None] = [None] * len(features)
     try:
-        for idx in batches_by_tokens(features, max_tokens):
+        for idx in sorted_batches([len(f) for f in features], batch_size=512, max_tokens=max_tokens):
             batch = task.collate([features[i] for i in idx], pad_id)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
