@@ -177,9 +177,8 @@ def run_demo(quick: bool = False, out: str = "runs/demo") -> dict:
         print(f"pretrained {summary['steps']} steps; held-out MLM loss "
               f"{summary['eval']['eval_loss']:.3f}" if summary["eval"] else "")
     rows: dict[str, dict[str, dict]] = {}
-    runs = [("pretrained", summary["final"], "none"), ("no pretraining", str(scratch), "none")]
-    if _has_lora():
-        runs.insert(1, ("pretrained + LoRA", summary["final"], "lora"))
+    runs = [("pretrained", summary["final"], "none"), ("pretrained + LoRA", summary["final"], "lora"),
+            ("no pretraining", str(scratch), "none")]
     for name, model_dir, peft in runs:
         with stage(f"4/6 fine-tuning on English: {name}"):
             ft_out = plan.out / ("finetune_" + name.replace(" ", "_").replace("+", "").replace("__", "_"))
@@ -203,12 +202,6 @@ def run_demo(quick: bool = False, out: str = "runs/demo") -> dict:
           "  xlmr serve --model runs/demo/finetune_pretrained/best\n"
           f"total {time.perf_counter() - stage.t0:.0f} s; everything is in {plan.out}/")
     return rows
-
-
-def _has_lora() -> bool:
-    from .finetune import FinetuneConfig
-
-    return "peft" in FinetuneConfig.__dataclass_fields__
 
 
 def _zero_shot_table(rows: dict[str, dict[str, dict]], langs: list[str]) -> str:

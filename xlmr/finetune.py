@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -196,7 +196,3 @@ def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     return evaluate_sets(model, tok, task, sets, out_dir, info.get("max_length", MAX_LENGTH), info.get("stride", STRIDE),
                          switch=language_switch(model))
-
-
-def config_dict(cfg) -> dict:
-    return asdict(cfg)

@@ -88,7 +88,7 @@ def _renumber_processor(proc: dict | None, new_id: dict[int, int]) -> dict | Non
     return proc
 
 
-def trim_model(model, keep: list[int], tok: Tokenizer):
+def trim_model(model, keep: list[int]):
     """A copy of `model` whose vocabulary-sized tensors hold only the `keep` rows (same head)."""
     import torch
 
@@ -141,7 +141,7 @@ def trim(model_dir, corpus_dir, out) -> dict:
     texts = [line for lines in read_corpus(corpus_dir).values() for line in lines]
     keep = kept_ids(tok, texts)
     small_tok = trim_tokenizer(tok, keep)
-    small = trim_model(model, keep, small_tok)
+    small = trim_model(model, keep)
     save(small, out)
     small_tok.save(out)
     return {"before": parameter_counts(model), "after": parameter_counts(small), "tokenizer_before": tok.vocab_size,

@@ -25,6 +25,7 @@ from torch import nn
 
 from .errors import XlmrError
 from .io import atomic_write
+from .parallel import unwrap
 
 
 # `--embeddings auto` trains the word embeddings sparsely above this many rows. Measured
@@ -92,19 +93,6 @@ def autocast_device(device: torch.device, bf16: bool = True) -> str | None:
     return None
 
 
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """Multiplier of the peak lr at a step: linear warm-up, then linear / inverse-sqrt / constant."""
 
@@ -131,7 +119,7 @@ def _layer_of(name: str, num_layers: int) -> int:
 
 def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """AdamW over dense parameters (no decay on biases/LayerNorm), SparseAdam over sparse embeddings."""
-    core = getattr(model, "module", model)  # DDP wraps in .module
+    core = unwrap(model)
     num_layers = core.config.num_hidden_layers if hasattr(core, "config") else 0
     groups: dict[tuple, list] = {}
     sparse = []
@@ -171,7 +159,7 @@ def apply_embedding_mode(model: nn.Module, mode: str) -> str:
     """dense: ordinary training; sparse: only rows a batch touches get gradients and updates;
     frozen: the word-embedding matrix does not train; auto: sparse for a vocabulary of more than
     SPARSE_ABOVE_ROWS rows, else dense. A matrix tied to an MLM decoder stays dense. Returns the mode."""
-    core = getattr(model, "module", model)
+    core = unwrap(model)
     emb = core.encoder_model.embeddings.word_embeddings
     if mode == "auto":
         mode = "sparse" if emb.num_embeddings > SPARSE_ABOVE_ROWS else "dense"
