@@ -1,7 +1,7 @@
 """Load test on loopback: start `xlmr serve`, send N requests from C concurrent clients, report
 errors, p50/p99 latency, throughput, batch sizes and the server's RSS over the run.
 
-    PYTHONPATH=. python bench/load_test.py --model /tmp/serve_ner/best --requests 1000 --clients 32
+    PYTHONPATH=. python bench/load_test.py --model runs/serve_ner/best --requests 1000 --clients 32
 
 Only ever targets 127.0.0.1, with a bounded request count and a time limit.
 """
@@ -57,7 +57,9 @@ def main() -> int:
     ap.add_argument("--requests", type=int, default=1000)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--time-limit", type=float, default=600, help="seconds; stop sending after this")
-    ap.add_argument("--test", default="/work/shared/data/wikiann/en/test.conll")
+    data = os.environ.get("XLMR_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+    ap.add_argument("--test", default=os.path.join(data, "wikiann", "en", "test.conll"),
+                    help="WikiANN test file ($XLMR_DATA/wikiann/en/test.conll)")
     ap.add_argument("--json", default=None)
     ap.add_argument("server_args", nargs="*", help="extra `xlmr serve` options, after --")
     args = ap.parse_args()
