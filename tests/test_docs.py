@@ -152,11 +152,13 @@ def _server_check(line: str) -> str:
     return f"{line} & SERVER=$!; python -c {shlex.quote(probe)}; kill $SERVER; wait $SERVER || true"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p)], ids=lambda p: p.name)
 def test_page_commands_run(page, sandbox):
     run_page(page, sandbox)
 
 
+@pytest.mark.slow
 def test_bench_commands_match_their_scripts():
     """`python bench/...` lines need the real data and minutes, so they do not run here; instead every
     option they pass must be one their script's --help lists (a renamed or removed flag fails)."""
