@@ -7,7 +7,7 @@ bytes, 10 are sent, then nothing). Each poisoned request must get a 4xx: 400 for
 for the stalled body a 408 followed by the server closing the connection (after its --read-timeout).
 Every good request must get 200 with one prediction per text.
 
-    PYTHONPATH=. python bench/load_test.py --model /tmp/serve_ner/best --requests 1000 --clients 50
+    PYTHONPATH=. python bench/load_test.py --model runs/serve_ner/best --requests 1000 --clients 50
 
 Only ever targets 127.0.0.1, with a bounded request count and a time limit.
 """
@@ -101,7 +101,9 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--poison-pct", type=float, default=5.0, help="share of poisoned requests, percent (0: none)")
     ap.add_argument("--time-limit", type=float, default=600, help="seconds; stop sending after this")
-    ap.add_argument("--test", default="/work/shared/data/wikiann/en/test.conll")
+    data = os.environ.get("XLMR_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+    ap.add_argument("--test", default=os.path.join(data, "wikiann", "en", "test.conll"),
+                    help="WikiANN test file ($XLMR_DATA/wikiann/en/test.conll)")
     ap.add_argument("--json", default=None)
     ap.add_argument("server_args", nargs="*", help="extra `xlmr serve` options, after -- (e.g. -- --timeout 30)")
     args = ap.parse_args()

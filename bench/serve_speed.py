@@ -3,7 +3,7 @@
 Every setting gets the same texts (the first N test sentences, words joined by spaces) and returns
 character-offset entities; these are mapped back to word tags and scored with seqeval against gold.
 
-    PYTHONPATH=. python bench/serve_speed.py --model /tmp/serve_ner/best --threads 2 --json out.json
+    PYTHONPATH=. python bench/serve_speed.py --model runs/serve_ner/best --threads 2 --json out.json
 """
 
 import argparse
@@ -52,7 +52,9 @@ def xlmr_runner(model: str, backend: str, quantize: str, chunk: int):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True, help="fine-tuned NER directory (xlmr finetune out/best)")
-    ap.add_argument("--test", default="/work/shared/data/wikiann/en/test.conll")
+    data = os.environ.get("XLMR_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data"))
+    ap.add_argument("--test", default=os.path.join(data, "wikiann", "en", "test.conll"),
+                    help="WikiANN test file ($XLMR_DATA/wikiann/en/test.conll)")
     ap.add_argument("--n", type=int, default=2000, help="first N test sentences")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="timed runs per setting (best kept)")

@@ -5,8 +5,8 @@
 Both load the same tokenizer directory and encode the same lines in batches, padded and truncated to
 --max-length (xlmr converts word ids, offsets and type ids from the Rust encodings when first read).
 Each library is timed returning ids + mask (transformers' default) and also offsets + word ids (what NER
-needs). Prints lines/s and the ratios xlmr / transformers
-(goal >= 1.0). Runs are interleaved and the best of --repeats is kept, as the machine may be shared.
+needs). Prints lines/s and the ratios xlmr / transformers.
+Runs are interleaved and the best of --repeats is kept, as the machine may be shared.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ import torch  # noqa: E402
 import xlmr  # noqa: E402
 from xlmr.cli import main as cli  # noqa: E402
 from xlmr.tokenizer import Tokenizer  # noqa: E402
-from xlmr.tokenizer_train import language_of, read_corpus  # noqa: E402
+from xlmr.sources import language_of  # noqa: E402
+from xlmr.tokenizer_train import read_corpus  # noqa: E402
 
 
 def main(argv=None):

@@ -9,7 +9,7 @@ TINY = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_he
 def hf_config(family: str, **kw):
     import transformers as T
 
-    cls = T.BertConfig if family == "bert" else T.XLMRobertaConfig
+    cls = {"bert": T.BertConfig, "roberta": T.RobertaConfig, "xlm-roberta": T.XLMRobertaConfig}[family]
     extra = dict(type_vocab_size=2) if family == "bert" else dict(type_vocab_size=1)
     return cls(**{**TINY, **extra, **kw})
 

@@ -4,16 +4,18 @@ import json
 import os
 import random
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from xlmr.cli import main
-from xlmr.corpus import language_of, prepare, sampling_probs
+from xlmr.corpus import prepare, sampling_probs
 from xlmr.errors import XlmrError
 from xlmr.mlm_data import (MaskVocab, PackedStream, PreparedCorpus, mask_rows, mask_tokens, validation_set,
                            word_start_table)
+from xlmr.sources import language_of
 from xlmr.tokenizer import Tokenizer
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -76,6 +78,22 @@ def test_language_of_merges_sources():
     assert language_of(Path("debian_deu_Latn.txt")) == "deu_Latn"
     assert language_of(Path("eng_Latn.txt")) == "eng_Latn"
     assert language_of(Path("en.txt")) == "en"
+
+
+def test_data_prepare_and_tokenizer_train_name_languages_alike(tmp_path, tok_dir):
+    """One rule for both commands: the FLORES code at the end of the name, else the whole stem."""
+    from xlmr.tokenizer_train import read_corpus
+
+    names = {"wiki_eng_Latn": "eng_Latn", "debian_en": "debian_en", "eng_Latn": "eng_Latn", "en": "en"}
+    for stem, lang in names.items():
+        assert language_of(Path(f"{stem}.txt")) == lang
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for stem in ("wiki_eng_Latn", "debian_en"):
+        (corpus / f"{stem}.txt").write_text(f"a line of {stem}\n", encoding="utf-8")
+    assert sorted(read_corpus(corpus)) == ["debian_en", "eng_Latn"]  # what `tokenizer train` samples
+    manifest = prepare(corpus, tok_dir, tmp_path / "data", workers=1, log=lambda s: None)
+    assert sorted(manifest["languages"]) == ["debian_en", "eng_Latn"]  # what `data prepare` writes
 
 
 # --------------------------------------------------------------------------------------------- prepare

@@ -8,6 +8,7 @@ import pytest
 from xlmr.cli import main
 
 
+@pytest.mark.slow
 def test_demo_quick(tmp_path, capsys):
     pytest.importorskip("chatterbot_corpus")
     out = tmp_path / "demo"

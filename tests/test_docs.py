@@ -153,11 +153,13 @@ def _server_check(line: str) -> str:
     return f"{line} & SERVER=$!; python -c {shlex.quote(probe)}; kill $SERVER; wait $SERVER || true"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in PAGES if blocks(p)], ids=lambda p: p.name)
 def test_page_commands_run(page, sandbox):
     run_page(page, sandbox)
 
 
+@pytest.mark.slow
 def test_bench_commands_match_their_scripts():
     """`python bench/...` lines need the real data and minutes, so they do not run here; instead every
     option they pass must be one their script's --help lists (a renamed or removed flag fails)."""
@@ -183,3 +185,48 @@ def test_bench_commands_match_their_scripts():
                                                                    helps[script])]
     assert helps, "no bench commands found in the docs"
     assert not stale, f"documented bench options that the scripts do not take: {stale}"
+
+
+# Words that narrate how the project was built or run, not what it does or measured.
+HISTORY = re.compile(r"|".join([
+    r"\bsessions?\b(?! *(?:=|\(|\.))",  # "session 5"; not code such as `InferenceSession(` or `session.run`
+    r"\bissues? *#?\d+", r"\bthe issue(?:'s)?\b", r"\b(?:this|that|the fine-tuning) issue\b",
+    r"\bround \d+ of\b", r"\brounds? of work\b",
+    r"\bgoals?\b", r"\bno GPU was\b", r"\bGPU was (?:not )?(?:available|lent)\b", r"\blent to this task\b",
+    r"\bother (?:jobs|people|engineers|agents|users)\b", r"\bnice 19\b", r"\bhelpers?\b(?= (?:session|agent))",
+]), re.I)
+# An absolute path on the machine the docs were written on (`../shared/...` and URLs are fine).
+MACHINE_PATH = re.compile(r"(?<![\w.~/:-])/(?:work|tmp|home|root|shared)(?:/|\b)")
+
+
+def doc_texts() -> list[tuple[str, str]]:
+    """(name, text) of every page and every bench script (what they print is in their source)."""
+    pages = [(p.relative_to(ROOT).as_posix(), p.read_text(encoding="utf-8")) for p in PAGES]
+    bench = [(p.relative_to(ROOT).as_posix(), p.read_text(encoding="utf-8")) for p in sorted((ROOT / "bench").iterdir())
+             if p.is_file() and p.suffix in (".py", ".sh")]
+    return pages + bench
+
+
+def lint(name: str, text: str) -> list[str]:
+    """`name:line: word` for every history word or machine path in `text`."""
+    found = []
+    for i, line in enumerate(text.splitlines(), 1):
+        for pattern in (HISTORY, MACHINE_PATH):
+            found += [f"{name}:{i}: {m.group(0)!r} in {line.strip()[:100]!r}" for m in pattern.finditer(line)]
+    return found
+
+
+def test_lint_catches_history_and_machine_paths():
+    bad = ["the issue's goals hold", "session 6 made it faster", "(goal: within +-1.5)", "see issue 4",
+           "round 3 of work", "No GPU was lent to this task", "shared with other jobs (load 4)",
+           "--out /tmp/peft", "from /work/shared/corpus", "/shared/runs/tok32k", "cd /root/x", "/home/me"]
+    good = ["on `../shared/corpus`", "XLMR_DATA=../shared/data", "interleaved in rounds", "--rounds 8",
+            "`InferenceSession(path)`", "https://github.com/pytorch/pytorch/issues/1234", "runs/tmp/x",
+            "load average 4-7 on 2 cores", "measured 2026-11-29"]
+    assert all(lint("x", line) for line in bad), [line for line in bad if not lint("x", line)]
+    assert not any(lint("x", line) for line in good), [lint("x", line) for line in good if lint("x", line)]
+
+
+def test_docs_and_bench_speak_of_results_not_history():
+    found = [hit for name, text in doc_texts() for hit in lint(name, text)]
+    assert not found, f"{len(found)} history words or machine paths:\n" + "\n".join(found)

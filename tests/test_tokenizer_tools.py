@@ -9,7 +9,8 @@ import xlmr
 from xlmr import XlmrError
 from xlmr.cli import main
 from xlmr.tokenizer import Tokenizer
-from xlmr.tokenizer_train import language_of, read_corpus, sample_lines, sampling_table
+from xlmr.sources import language_of
+from xlmr.tokenizer_train import read_corpus, sample_lines, sampling_table
 
 from multiscript import SCRIPTS, training_text
 

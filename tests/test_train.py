@@ -220,9 +220,35 @@ def test_auto_embedding_mode_follows_vocabulary_size():
     assert apply_embedding_mode(mlm, "auto") == "dense"  # tied to the decoder
 
 
-def test_bf16_autocast_only_where_native():
+@pytest.mark.parametrize("caps,expected", [
+    ({"amx_bf16": True, "avx512_bf16": True}, "cpu"),  # Sapphire Rapids: AMX multiplies bf16 natively
+    ({"amx_bf16": False, "avx512_bf16": True}, None),  # bf16 dot products only: slower than fp32 here
+    ({"avx2": True}, None),
+    ({}, None),
+])
+def test_bf16_autocast_on_cpu_only_with_amx(monkeypatch, caps, expected):
     from xlmr.train import autocast_device
 
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: caps)
+    assert autocast_device(torch.device("cpu")) == expected
     assert autocast_device(torch.device("cpu"), bf16=False) is None
-    amx = torch.cpu.get_capabilities().get("amx_bf16", False)
-    assert autocast_device(torch.device("cpu")) == ("cpu" if amx else None)
+
+
+@pytest.mark.parametrize("supported,expected", [(True, "cuda"), (False, None)])
+def test_bf16_autocast_on_cuda_where_supported(monkeypatch, supported, expected):
+    from xlmr.train import autocast_device
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: supported)
+    assert autocast_device(torch.device("cuda")) == expected
+    assert autocast_device(torch.device("cuda"), bf16=False) is None
+    assert autocast_device(torch.device("meta")) is None  # neither CPU nor CUDA: fp32
+
+
+def test_sorted_batches_exact():
+    from xlmr.batching import sorted_batches
+
+    lengths = [5, 1, 3, 3, 8, 2]  # shortest first, ties in index order: 1, 5, 2, 3, 0, 4
+    assert sorted_batches(lengths, batch_size=2) == [[1, 5], [2, 3], [0, 4]]
+    # at most 10 padded tokens: [1,5,2] is 3 x 3 = 9; adding 3 would be 12; [3,0] is 2 x 5; [4] alone
+    assert sorted_batches(lengths, batch_size=10, max_tokens=10) == [[1, 5, 2], [3, 0], [4]]
+    assert sorted_batches([], batch_size=4) == []

@@ -8,7 +8,6 @@ No invertible embedding adapter: see docs/peft.md.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 from dataclasses import asdict, dataclass, field
@@ -19,8 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from . import adapters as A
+from .batching import sorted_batches
 from .checkpoint import check_length, load, read_config, resolve
 from .errors import XlmrError
+from .io import atomic_write_json, count_parameters
 from .rundir import run_directory
 from .train import TrainConfig, seed_everything, train
 
@@ -78,7 +79,7 @@ def adapt_language(cfg: AdaptLanguageConfig) -> dict:
 
 def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
     from .mlm_data import MaskVocab, mask_tokens
-    from .peft_methods import base_info, count_parameters, peak_memory, write_adapter_dir
+    from .peft_methods import base_info, peak_memory, write_adapter_dir
     from .tokenizer import Tokenizer
 
     seed_everything(cfg.seed)
@@ -105,10 +106,10 @@ def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
                 p.requires_grad_(True)
     A.add_adapter(model, "lang", cfg.adapter_placement, cfg.adapter_reduction, source=lang)
     model.to(device)
-    trainable, total = count_parameters(model)
+    count = count_parameters(model)
+    trainable, total = count.trainable, count.total
 
-    order = sorted(range(len(train_rows)), key=lambda i: len(train_rows[i]))
-    chunks = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+    chunks = sorted_batches([len(r) for r in train_rows], cfg.batch_size)
 
     def batches(epoch):
         rng = random.Random(cfg.seed * 1000 + epoch)
@@ -159,5 +160,5 @@ def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
                "saved_bytes": (out / "adapter_model.safetensors").stat().st_size,
                "steps_per_second": round(result.steps / max(result.seconds, 1e-9), 3),
                "held_out_before": before, "held_out_after": after, **peak_memory()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "summary.json", summary, indent=2)
     return summary

@@ -132,15 +132,5 @@ def active_adapters(model: nn.Module) -> dict[str, list[tuple[str, str]]]:
     return {name: [(s, host.sources.get(s, "")) for s in host.active] for name, host in hosts(model).items()}
 
 
-def drop_slot(model: nn.Module, slot: str, layer: int) -> None:
-    """Deactivate and remove `slot` at every site of encoder layer `layer` (MAD-X 2.0: no language adapter
-    in the last layer)."""
-    for name, host in hosts(model).items():
-        if f".layer.{layer}." in name and slot in host.adapters:
-            del host.adapters[slot]
-            host.active = [s for s in host.active if s != slot]
-            host.sources.pop(slot, None)
-
-
 def adapter_parameters(model: nn.Module, slot: str) -> list[nn.Parameter]:
     return [p for host in hosts(model).values() if slot in host.adapters for p in host.adapters[slot].parameters()]

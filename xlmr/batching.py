@@ -1,11 +1,36 @@
-"""Batches by length: sort within buckets so little compute goes to padding, then shuffle batches;
-and the resumable per-epoch batch source of fine-tuning."""
+"""Batches by length: rows of similar length go together, so little compute goes to padding; and the
+resumable per-epoch batch source of fine-tuning."""
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
 import numpy as np
+
+
+def pack(order, lengths, batch_size: int, max_tokens: int = 0) -> list[list[int]]:
+    """Cut `order` (indices, already arranged by length) into consecutive batches of at most
+    `batch_size` rows and, if `max_tokens` is set, at most `max_tokens` padded tokens
+    (rows x longest row)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        grow = max(longest, lengths[i])
+        if current and (len(current) >= batch_size or (max_tokens and grow * (len(current) + 1) > max_tokens)):
+            batches.append(current)
+            current, grow = [], lengths[i]
+        current.append(i)
+        longest = grow
+    if current:
+        batches.append(current)
+    return batches
+
+
+def sorted_batches(lengths, batch_size: int, max_tokens: int = 0) -> list[list[int]]:
+    """Index batches over all rows sorted by length, shortest first (stable), in that order: for
+    inference, and for training loops that shuffle the batches themselves."""
+    return pack(sorted(range(len(lengths)), key=lambda i: lengths[i]), lengths, batch_size, max_tokens)
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, max_tokens: int = 0, seed: int = 0,
@@ -20,17 +45,7 @@ def length_grouped_batches(lengths: list[int], batch_size: int, max_tokens: int 
     size = max(1, bucket * batch_size)
     for start in range(0, n, size):
         chunk = sorted(order[start:start + size].tolist(), key=lambda i: -lengths[i])
-        current: list[int] = []
-        longest = 0
-        for i in chunk:
-            grow = max(longest, lengths[i])
-            if current and (len(current) >= batch_size or (max_tokens and grow * (len(current) + 1) > max_tokens)):
-                batches.append(current)
-                current, grow = [], lengths[i]
-            current.append(i)
-            longest = grow
-        if current:
-            batches.append(current)
+        batches += pack(chunk, lengths, batch_size, max_tokens)
     if shuffle:
         perm = rng.permutation(len(batches))
         batches = [batches[i] for i in perm]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import shutil
 from pathlib import Path
 
 import torch
 
 from .errors import XlmrError
+from .io import atomic_write, atomic_write_json
 from .model import Config, HeadType, Model, Pooling, max_positions
 
 # architectures[0] suffix -> our head, and back.
@@ -35,6 +36,9 @@ FIELD_TYPES = {"vocab_size": int, "hidden_size": int, "num_hidden_layers": int, 
                "pad_token_id": int, "layer_norm_eps": (int, float), "hidden_dropout_prob": (int, float),
                "attention_probs_dropout_prob": (int, float), "initializer_range": (int, float),
                "hidden_act": str, "classifier_pooling": str}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+                   "sentencepiece.bpe.model")
+TASK_FILE = "xlmr_task.json"  # a fine-tuned directory's task, options, max_length and stride
 POSITION_ALIASES = {"absolute": "learned", "learned": "learned", "sinusoidal": "sinusoidal",
                     "continuous_sinusoidal": "continuous_sinusoidal", "rotary": "rotary"}
 
@@ -248,29 +252,6 @@ def check_length(config: Config, length: int, option: str, source) -> None:
                         f"{limit} tokens (max_position_embeddings {config.max_position_embeddings})")
 
 
-def umask() -> int:
-    """The process umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it over `path`.
-    The file gets the mode a plain open() would give it (0o666 less the umask), not mkstemp's 0o600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def state_dict_to_save(model: Model) -> dict[str, torch.Tensor]:
     """State dict without tied copies, contiguous, as HF writes it."""
     sd = model.state_dict()
@@ -286,8 +267,7 @@ def save(model: Model, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = config_to_dict(model.config, model.head)
-    atomic_write(directory / "config.json",
-                  lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8"))
+    atomic_write_json(directory / "config.json", config, indent=2)
     state = state_dict_to_save(model)
     atomic_write(directory / "model.safetensors", lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
     return directory
@@ -303,3 +283,24 @@ def export_hf(model: Model, directory: str | os.PathLike) -> Path:
         raise XlmrError(f"cannot export to transformers: its sequence heads classify the first token; this one "
                         f"pools '{model.config.classifier_pooling}' (the encoder exports with head 'base')")
     return save(model, directory)
+
+
+# Fine-tuned directories: an HF checkpoint plus the tokenizer files and xlmr_task.json
+
+
+def copy_tokenizer(src: Path, dst: Path) -> None:
+    """Copy the tokenizer files next to the weights, so transformers.pipeline(model=dst) works."""
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dst / name)
+
+
+def load_task_info(model_dir: Path, task_name: str | None) -> dict:
+    """The task a fine-tuned model was trained for (xlmr_task.json), or the one given."""
+    path = model_dir / TASK_FILE
+    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if task_name:
+        info["task"] = task_name
+    if "task" not in info:
+        raise XlmrError(f"{model_dir}: no {TASK_FILE}; say which task with --task")
+    return info

@@ -36,10 +36,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import XlmrError
+from .io import atomic_write_text
 from .rundir import run_directory
+from .sources import find_sources, language_of
 
 FORMAT = 1
-FLORES = re.compile(r"(?:.+_)?([a-z]{2,3}_[A-Z][a-z]{3})$")
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,6 @@ class ShardPlan:
     source_size: int
     source_mtime_ns: int
     pairs: bool = False  # lines are `a<TAB>b` sentence pairs (TLM, see xlmr.tlm)
-
-
-def language_of(path: Path) -> str:
-    """`debian_deu_Latn.txt` -> `deu_Latn`; a name without a FLORES code is its own language."""
-    m = FLORES.match(path.stem)
-    return m.group(1) if m else path.stem
 
 
 def sampling_probs(tokens, alpha: float) -> np.ndarray:
@@ -100,28 +95,9 @@ def check_tokenizer(data_dir: Path, manifest: dict, tokenizer: str | os.PathLike
     return sha
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a text file through a temporary file and a rename, so readers never see half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 # ---------------------------------------------------------------------------------------------------
 # Planning
-
-
-def find_sources(corpus: Path) -> list[Path]:
-    """The `*.txt` files of a corpus directory, checked for emptiness."""
-    if not corpus.is_dir():
-        raise XlmrError(f"{corpus}: not a directory")
-    files = sorted(p for p in corpus.glob("*.txt") if p.is_file())
-    if not files:
-        raise XlmrError(f"{corpus}: no *.txt files (one document per line, named like eng_Latn.txt)")
-    for p in files:
-        if p.stat().st_size == 0:
-            raise XlmrError(f"{p}: empty file")
-    return files
 
 
 def bytes_per_token(backend, path: Path, sample: int = 1 << 16) -> float:

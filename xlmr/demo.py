@@ -18,7 +18,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checkpoint import copy_tokenizer
 from .errors import XlmrError
+from .io import atomic_write_text
 
 # File stems that name the same category in different language folders.
 ALIASES = {"sport": "sports", "emotions": "emotion", "emociones": "emotion", "computer": "computers",
@@ -171,15 +173,12 @@ def run_demo(quick: bool = False, out: str = "runs/demo") -> dict:
         scratch = plan.out / "scratch"  # the same architecture from random init: the no-pretraining row
         torch.manual_seed(0)
         save(build_model(cfg, tok), scratch)
-        from .finetune import copy_tokenizer
-
         copy_tokenizer(tok_dir, scratch)
         print(f"pretrained {summary['steps']} steps; held-out MLM loss "
               f"{summary['eval']['eval_loss']:.3f}" if summary["eval"] else "")
     rows: dict[str, dict[str, dict]] = {}
-    runs = [("pretrained", summary["final"], "none"), ("no pretraining", str(scratch), "none")]
-    if _has_lora():
-        runs.insert(1, ("pretrained + LoRA", summary["final"], "lora"))
+    runs = [("pretrained", summary["final"], "none"), ("pretrained + LoRA", summary["final"], "lora"),
+            ("no pretraining", str(scratch), "none")]
     for name, model_dir, peft in runs:
         with stage(f"4/6 fine-tuning on English: {name}"):
             ft_out = plan.out / ("finetune_" + name.replace(" ", "_").replace("+", "").replace("__", "_"))
@@ -194,7 +193,7 @@ def run_demo(quick: bool = False, out: str = "runs/demo") -> dict:
                                         str(ft_out / "eval"))
     table = _zero_shot_table(rows, list(tests))
     print("\n" + table)
-    (plan.out / "zero_shot.md").write_text(table + "\n", encoding="utf-8")
+    atomic_write_text(plan.out / "zero_shot.md", table + "\n")
     with stage("6/6 predictions: xlmr predict"):
         _predict_examples(plan.out, tests)
     print("\nnext steps:\n"
@@ -203,12 +202,6 @@ def run_demo(quick: bool = False, out: str = "runs/demo") -> dict:
           "  xlmr serve --model runs/demo/finetune_pretrained/best\n"
           f"total {time.perf_counter() - stage.t0:.0f} s; everything is in {plan.out}/")
     return rows
-
-
-def _has_lora() -> bool:
-    from .finetune import FinetuneConfig
-
-    return "peft" in FinetuneConfig.__dataclass_fields__
 
 
 def _zero_shot_table(rows: dict[str, dict[str, dict]], langs: list[str]) -> str:

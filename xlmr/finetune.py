@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -15,17 +13,16 @@ import torch
 
 from . import resume
 from .batching import EpochBatches, length_grouped_batches
-from .checkpoint import check_length, load, read_config, resolve
+from .checkpoint import TASK_FILE, check_length, copy_tokenizer, load, load_task_info, read_config, resolve
 from .errors import XlmrError
+from .io import atomic_write_json
 from .options import lang_values
 from .peft_methods import PeftOptions, apply_method, language_switch, load_model, save_weights
 from .rundir import run_directory
+from .tasks.base import MAX_LENGTH, STRIDE
 from .tokenizer import Tokenizer
 from .train import LoopState, TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "sentencepiece.bpe.model")
-TASK_FILE = "xlmr_task.json"
 
 
 @dataclass
@@ -41,8 +38,8 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
         "help": "a test-set gold label that training never saw: an error, or (ner) scored as O, with a "
                 "warning and a line in report.md"})
     out: str = field(default="runs/finetune", metadata={"help": "output directory"})
-    max_length: int = field(default=128, metadata={"min": 1, "help": "max tokens per row (longer inputs: windows)"})
-    stride: int = field(default=32, metadata={"help": "overlap of NER/POS windows, in subwords"})
+    max_length: int = field(default=MAX_LENGTH, metadata={"min": 1, "help": "max tokens per row (longer inputs: windows)"})
+    stride: int = field(default=STRIDE, metadata={"help": "overlap of NER/POS windows, in subwords"})
     batch_size: int = field(default=32, metadata={"min": 1, "help": "rows per batch"})
     max_tokens: int = field(default=0, metadata={"help": "padded tokens per batch (0: no cap)"})
     max_train: int = field(default=0, metadata={"help": "use only the first N training examples (0: all)"})
@@ -82,13 +79,6 @@ def task_options(cfg) -> dict:
 
 def device_of() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-
-
-def copy_tokenizer(src: Path, dst: Path) -> None:
-    """Copy the tokenizer files next to the weights, so transformers.pipeline(model=dst) works."""
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copyfile(src / name, dst / name)
 
 
 def _limit(items: list, n: int) -> list:
@@ -171,7 +161,7 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
                        if Path(path).parent == Path(cfg.train).parent), None)  # the training language
         summary["test"] = evaluate_sets(best, tok, task, tests, out, cfg.max_length, cfg.stride,
                                         switch=language_switch(best), report_lang=source, unseen=unseen)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(out / "summary.json", summary, indent=2)
     return summary
 
 
@@ -216,7 +206,7 @@ def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg) -> None:
     save_weights(model, directory, cfg)  # full checkpoint, or only what the PEFT method trained
     copy_tokenizer(tokenizer_src, directory)
     info = {"task": cfg.task, "options": task_options(cfg), "max_length": cfg.max_length, "stride": cfg.stride}
-    (directory / TASK_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    atomic_write_json(directory / TASK_FILE, info, indent=2)
 
 
 def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_length: int, stride: int,
@@ -251,17 +241,6 @@ def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_lengt
     return results
 
 
-def load_task_info(model_dir: Path, task_name: str | None) -> dict:
-    """The task a fine-tuned model was trained for (xlmr_task.json), or the one given."""
-    path = model_dir / TASK_FILE
-    info = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    if task_name:
-        info["task"] = task_name
-    if "task" not in info:
-        raise XlmrError(f"{model_dir}: no {TASK_FILE}; say which task with --task")
-    return info
-
-
 def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str | None = None,
                    max_eval: int = 0, language_adapters: list[str] = (), unseen_labels: str = "error") -> dict:
     """`xlmr evaluate`: one row per language plus the average; results.json and report.md in `out`
@@ -277,9 +256,5 @@ def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str |
         tok = Tokenizer.from_pretrained(directory)
         sets = {lang: _limit(task.read(path), max_eval) for lang, path in parse_tests(tests).items()}
         unseen = check_test_labels(task, sets, unseen_labels)
-        return evaluate_sets(model, tok, task, sets, run.out, info.get("max_length", 128), info.get("stride", 32),
-                             switch=language_switch(model), unseen=unseen)
-
-
-def config_dict(cfg) -> dict:
-    return asdict(cfg)
+        return evaluate_sets(model, tok, task, sets, run.out, info.get("max_length", MAX_LENGTH),
+                             info.get("stride", STRIDE), switch=language_switch(model), unseen=unseen)

@@ -38,7 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import DEFAULT_CHECKPOINT as NAME
-from .checkpoint import atomic_write, config_to_dict, umask
+from .checkpoint import config_to_dict
+from .io import atomic_write, umask
 from .errors import XlmrError
 from .model import Config
 

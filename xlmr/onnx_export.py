@@ -18,6 +18,7 @@ from torch import nn
 
 from .checkpoint import load, read_config, resolve
 from .errors import XlmrError
+from .io import atomic_write
 
 ONNX_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 SIDE_FILES = ("config.json", "xlmr_task.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -80,8 +81,8 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # per-channel scales: per-tensor ones cost ~2 F1 points on the MiniLM NER model (docs/serving.md)
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                     per_channel=True)
+    atomic_write(dst, lambda tmp: quantize_dynamic(str(src), tmp, weight_type=QuantType.QInt8,
+                                                   op_types_to_quantize=["MatMul", "Gemm"], per_channel=True))
     return dst
 
 
@@ -101,12 +102,14 @@ def export_onnx(model_path: str, out: str, quantize: str = "none", check: bool =
     example = sample_inputs(model, 2, 7)
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes["logits"] = {0: "batch"} if model.head == "sequence" else {0: "batch", 1: "sequence"}
-    tmp = dst / (ONNX_FILE + ".tmp")
-    with warnings.catch_warnings():  # the TorchScript exporter warns about its own deprecation
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, tuple(example[n] for n in names), str(tmp), input_names=names,
-                          output_names=["logits"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    tmp.replace(dst / ONNX_FILE)
+
+    def write(tmp):
+        with warnings.catch_warnings():  # the TorchScript exporter warns about its own deprecation
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, tuple(example[n] for n in names), tmp, input_names=names,
+                              output_names=["logits"], dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+
+    atomic_write(dst / ONNX_FILE, write)
     for name in SIDE_FILES:
         if (src / name).is_file() and src.resolve() != dst.resolve():
             shutil.copyfile(src / name, dst / name)

@@ -43,11 +43,6 @@ def init_distributed(backend: str | None = None) -> World:
     return World(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def apply_ac(model: nn.Module) -> None:
     """Activation checkpointing on each encoder layer (recompute activations in backward)."""
     from torch.utils.checkpoint import checkpoint
@@ -88,4 +83,5 @@ def apply_ddp(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside a DDP wrapper (FSDP2 and compile wrap in place: the model itself)."""
     return getattr(model, "module", model)

@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from . import adapters as A
-from .checkpoint import atomic_write, load, resolve, save
+from .checkpoint import TASK_FILE, copy_tokenizer, load, resolve, save
 from .errors import XlmrError
+from .io import atomic_write, atomic_write_json, count_parameters
 
 CONFIG_FILE, WEIGHTS_FILE, INFO_FILE = "adapter_config.json", "adapter_model.safetensors", "xlmr_adapter.json"
 PEFT_PREFIX = "base_model.model."  # peft's key prefix: PeftModel -> LoraModel -> the transformers model
@@ -76,18 +77,6 @@ def _set_head_trainable(model: nn.Module) -> None:
             p.requires_grad_(True)
 
 
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total), each shared tensor counted once."""
-    seen, trainable, total = set(), 0, 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        trainable += p.numel() if p.requires_grad else 0
-    return trainable, total
-
-
 def lora_config(model: nn.Module, r: int, alpha: int, dropout: float, targets: list[str], base: str = ""):
     """The peft LoraConfig for our model: the same one peft builds for the transformers model."""
     import peft
@@ -124,6 +113,12 @@ class Method:
     options: dict
     trainable: int
     total: int
+
+    @classmethod
+    def counted(cls, name: str, options: dict, model: nn.Module) -> Method:
+        """The record for `model` as it stands, its parameters counted now."""
+        count = count_parameters(model)
+        return cls(name, options, count.trainable, count.total)
 
     def report(self, result, best_dir: Path) -> dict:
         """Run-summary entries: trainable parameters, adapter file size, peak memory, speed."""
@@ -177,7 +172,8 @@ def apply_method(model: nn.Module, cfg) -> Method:
         raise XlmrError(f"unknown --peft {name!r}; expected none, lora, bitfit or adapter")
     if name != "none":
         _set_head_trainable(model)
-    trainable, total = count_parameters(model)
+    count = count_parameters(model)
+    trainable, total = count.trainable, count.total
     print(f"xlmr: --peft {name}: {trainable:,} of {total:,} parameters train "
           f"({100 * trainable / max(total, 1):.3f}%)", file=sys.stderr)
     model.peft_method = Method(name, options, trainable, total)
@@ -194,10 +190,6 @@ def base_info(model: nn.Module) -> dict:
     return {k: getattr(c, k) for k in SIZE_FIELDS}
 
 
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
-
-
 def _write_tensors(path: Path, state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
@@ -208,8 +200,8 @@ def write_adapter_dir(directory: Path, config: dict, state: dict[str, torch.Tens
     """The three files of an adapter directory, each written atomically."""
     directory.mkdir(parents=True, exist_ok=True)
     _write_tensors(directory / WEIGHTS_FILE, state)
-    _write_json(directory / INFO_FILE, info)
-    _write_json(directory / CONFIG_FILE, config)  # last: its presence marks a complete directory
+    atomic_write_json(directory / INFO_FILE, info, indent=2)
+    atomic_write_json(directory / CONFIG_FILE, config, indent=2)  # last: its presence marks a complete directory
 
 
 def save_weights(model: nn.Module, directory: str | Path, cfg=None) -> None:
@@ -352,10 +344,10 @@ def load_adapted(directory: str | Path, base: str | None = None, language_adapte
         if missing:
             raise XlmrError(f"{where}: adapter lacks '{missing[0]}' ({len(missing)} LoRA tensors missing)")
         _overlay(model, lora, where)
-        model.peft_method = Method("lora", {"lora": lcfg}, *count_parameters(model))
+        model.peft_method = Method.counted("lora", {"lora": lcfg}, model)
     elif kind == "BITFIT":
         _overlay(model, state, where)
-        model.peft_method = Method("bitfit", {}, *count_parameters(model))
+        model.peft_method = Method.counted("bitfit", {}, model)
     else:
         langs = parse_language_adapters(language_adapters)
         recorded = info.get("language_adapter")
@@ -368,7 +360,7 @@ def load_adapted(directory: str | Path, base: str | None = None, language_adapte
         A.add_adapter(model, "task", config["placement"], config["reduction"], source="task")
         A.load_adapter_state(model, "task", {k: v for k, v in state.items() if ".adapter." in k}, "task", where)
         _overlay(model, {k: v for k, v in state.items() if ".adapter." not in k}, where)
-        model.peft_method = Method("adapter", {}, *count_parameters(model))
+        model.peft_method = Method.counted("adapter", {}, model)
     model.source = str(base)
     return model.eval()
 
@@ -431,8 +423,6 @@ def language_switch(model: nn.Module):
 def merge(base: str | None, adapter_dir: str, out: str) -> Path:
     """Fold a LoRA (or BitFit) adapter into the base weights and write a plain HF checkpoint."""
     from peft.tuners.lora import LoraLayer
-
-    from .finetune import TASK_FILE, copy_tokenizer
 
     model = load_adapted(adapter_dir, base)
     name = model.peft_method.name

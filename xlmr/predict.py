@@ -9,6 +9,8 @@ import torch
 
 from .checkpoint import resolve
 from .errors import XlmrError
+from .io import atomic_write
+from .tasks.base import MAX_LENGTH, STRIDE
 from .tokenizer import Tokenizer, as_batch
 
 
@@ -17,7 +19,7 @@ class Predictor:
 
     def __init__(self, model_path: str, task: str | None = None, quantize: str = "none", device: str | None = None,
                  backend: str = "torch"):
-        from .finetune import load_task_info
+        from .checkpoint import load_task_info
         from .onnx_export import load_backend
         from .tasks import get_task
 
@@ -28,7 +30,7 @@ class Predictor:
         self.task = get_task(info["task"], **info.get("options", {}))
         self.task.set_labels(self.model.config.id2label)
         self.tokenizer = Tokenizer.from_pretrained(directory)
-        self.max_length, self.stride = info.get("max_length", 128), info.get("stride", 32)
+        self.max_length, self.stride = info.get("max_length", MAX_LENGTH), info.get("stride", STRIDE)
 
     @torch.inference_mode()
     def __call__(self, texts: str | list[str], pairs: str | list[str | None] | None = None) -> list[dict]:
@@ -103,8 +105,6 @@ def predict_file(model: str, input_path: str, output: str, batch: int = 256, qua
                  task: str | None = None, backend: str = "torch") -> int:
     """Predict every input line and write one JSONL line per input line (atomically, so a failed run
     leaves no partial or temporary file). Returns the number of lines written."""
-    from .checkpoint import atomic_write
-
     out = Path(output)
     if out.is_dir():
         raise XlmrError(f"{out}: is a directory; --output names the JSONL file to write")

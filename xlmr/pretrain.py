@@ -19,8 +19,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import resume
-from .checkpoint import check_length, config_from_dict, config_to_dict, load, save
+from .checkpoint import check_length, config_from_dict, config_to_dict, copy_tokenizer, load, save
 from .errors import XlmrError
+from .io import atomic_write_json, count_parameters
 from .model import PRESETS, Model
 from .parallel import World, apply_ac, apply_compile, apply_ddp, apply_fsdp, init_distributed
 from .rundir import run_directory
@@ -154,8 +155,8 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
     model = build_model(cfg, tok)
     if world.is_main:
         config = config_to_dict(model.config, "mlm")
-        (out / "model_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        (out / "pretrain_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(out / "model_config.json", config, indent=2)
+        atomic_write_json(out / "pretrain_config.json", asdict(cfg), indent=2)
     model.to(world.device)
     core = model
     if cfg.activation_checkpointing:
@@ -165,7 +166,7 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
     if world.size > 1:
         model = apply_fsdp(core) if cfg.parallel == "fsdp" else apply_ddp(core, world.device)
     valid = validation_set(stream.corpus, cfg.seq_len, cfg.eval_sequences)
-    params = sum(p.numel() for p in core.parameters())
+    params = count_parameters(core).total
     _log(world, f"xlmr: pretraining {params / 1e6:.1f}M parameters on {len(stream.languages)} languages, "
                 f"world size {world.size} ({cfg.parallel if world.size > 1 else 'single process'}), "
                 f"device {world.device}")
@@ -191,7 +192,7 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
     summary = {"steps": result.steps, "seconds": round(result.seconds, 2), "final": str(final),
                "eval": evals[-1] if evals else None}
     if world.is_main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        atomic_write_json(out / "summary.json", summary, indent=2)
     if dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
@@ -201,8 +202,6 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
 def export_final(model, core: Model, directory: Path, tok_dir: Path, world: World) -> Path:
     """Gather full weights (works for DDP and FSDP2) and save a checkpoint directory on rank 0."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-    from .finetune import copy_tokenizer
 
     sd = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if world.is_main:
@@ -237,7 +236,5 @@ def export_checkpoint(run_dir: str, out: str, step: int | None = None) -> Path:
     directory = export_hf(model, out)
     pretrain_cfg = run / "pretrain_config.json"
     if pretrain_cfg.is_file():
-        from .finetune import copy_tokenizer
-
         copy_tokenizer(Path(json.loads(pretrain_cfg.read_text())["tokenizer"]), Path(directory))
     return Path(directory)

@@ -16,12 +16,12 @@ import itertools
 from pathlib import Path
 
 from .errors import XlmrError
+from .io import atomic_write_text
+from .sources import find_sources, language_of
 
 
 def read_aligned(parallel: Path) -> dict[str, tuple[Path, list[str]]]:
     """{language: (file, lines)} of a parallel directory, checked to align line by line."""
-    from .corpus import find_sources, language_of
-
     texts: dict[str, tuple[Path, list[str]]] = {}
     for path in find_sources(parallel):
         lang = language_of(path)
@@ -49,8 +49,6 @@ def stage_pairs(parallel, out, pivot: str | None = None) -> list[Path]:
     """Write one `<a>-<b>.txt` pair file per language pair (only pairs with `pivot` if given) into
     `out`; return their paths. A file whose content is unchanged is not rewritten, so a re-run of
     `data prepare` still skips its finished shards."""
-    from .corpus import atomic_write_text
-
     texts = read_aligned(Path(parallel))
     langs = sorted(texts)
     if pivot and pivot not in texts:

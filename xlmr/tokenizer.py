@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from .errors import XlmrError
+from .io import atomic_write, atomic_write_bytes, atomic_write_text
 
 TOKENIZER_FILE = "tokenizer.json"
 SENTENCEPIECE_FILE = "sentencepiece.bpe.model"
@@ -205,8 +206,6 @@ class Tokenizer:
     def save(self, directory: str | os.PathLike) -> Path:
         """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (and the SentencePiece
         model this tokenizer came from), each atomically; transformers' AutoTokenizer loads the result."""
-        from .checkpoint import atomic_write
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write(directory / TOKENIZER_FILE, lambda tmp: self.backend.save(tmp))
@@ -216,10 +215,10 @@ class Tokenizer:
                        .get(kind, "PreTrainedTokenizerFast"))
         cfg.setdefault("model_max_length", 512)
         cfg.update(self.special_tokens)
-        _write_text(directory / CONFIG_FILE, json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
-        _write_text(directory / SPECIAL_MAP_FILE, json.dumps(self.special_tokens, indent=2) + "\n")
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+        atomic_write_text(directory / SPECIAL_MAP_FILE, json.dumps(self.special_tokens, indent=2) + "\n")
         if self.sentencepiece_model is not None:
-            atomic_write(directory / SENTENCEPIECE_FILE, lambda tmp: Path(tmp).write_bytes(self.sentencepiece_model))
+            atomic_write_bytes(directory / SENTENCEPIECE_FILE, self.sentencepiece_model)
         return directory
 
 
@@ -248,10 +247,6 @@ def as_batch(texts, pairs=None, is_pretokenized: bool = False) -> tuple[list, li
     return texts, pairs
 
 
-def _write_text(path: Path, text: str) -> None:
-    from .checkpoint import atomic_write
-
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def _read_config(directory: Path) -> dict:

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import XlmrError
+from .io import atomic_write_bytes
+from .sources import language_of
 from .tokenizer import SENTENCEPIECE_FILE, Tokenizer
-
-SOURCE_PREFIXES = ("debian_",)  # `debian_deu_Latn.txt` is more German text: same language, other source
 
 
 @dataclass
@@ -30,15 +30,6 @@ class Language:
     chars: int
     share: float = 0.0  # of all corpus characters
     prob: float = 0.0  # sampling probability, share^alpha normalised
-
-
-def language_of(file: Path) -> str:
-    """`debian_deu_Latn.txt` and `deu_Latn.txt` are both language `deu_Latn`."""
-    stem = file.stem
-    for prefix in SOURCE_PREFIXES:
-        if stem.startswith(prefix) and len(stem) > len(prefix):
-            stem = stem[len(prefix):]
-    return stem
 
 
 def read_text_file(file: Path) -> list[str]:
@@ -57,7 +48,7 @@ def read_text_file(file: Path) -> list[str]:
 
 
 def read_corpus(directory: str | Path) -> dict[str, list[str]]:
-    """language -> lines, from every *.txt file in `directory` (see `language_of`)."""
+    """language -> lines, from every *.txt file in `directory` (languages by `xlmr.sources.language_of`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise XlmrError(f"{directory}: no such corpus directory")
@@ -150,9 +141,7 @@ def train(corpus_dir: str | Path, out: str | Path, vocab_size: int = 32000, alph
     model = train_sentencepiece(lines, vocab_size, character_coverage, threads, source=str(corpus_dir))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from .checkpoint import atomic_write
-
-    atomic_write(out / SENTENCEPIECE_FILE, lambda tmp: Path(tmp).write_bytes(model))
+    atomic_write_bytes(out / SENTENCEPIECE_FILE, model)
     tok = Tokenizer.from_pretrained(out / SENTENCEPIECE_FILE)
     tok.save(out)
     return tok, table

@@ -14,6 +14,7 @@ import dataclasses
 import json
 
 from .errors import XlmrError
+from .io import count_parameters
 from .tokenizer import Tokenizer, as_batch
 
 # Parameters whose first dimension is the vocabulary (the decoder weight is tied to word_embeddings).
@@ -90,7 +91,7 @@ def _renumber_processor(proc: dict | None, new_id: dict[int, int]) -> dict | Non
     return proc
 
 
-def trim_model(model, keep: list[int], tok: Tokenizer):
+def trim_model(model, keep: list[int]):
     """A copy of `model` whose vocabulary-sized tensors hold only the `keep` rows (same head)."""
     import torch
 
@@ -124,13 +125,8 @@ def trim_model(model, keep: list[int], tok: Tokenizer):
 
 def parameter_counts(model) -> dict[str, int]:
     """Unique parameters: total and the word-embedding matrix."""
-    seen, total = set(), 0
-    for p in model.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
     return {"vocab": model.config.vocab_size, "embedding": model.encoder_model.embeddings.word_embeddings.weight.numel(),
-            "total": total}
+            "total": count_parameters(model).total}
 
 
 def trim(model_dir, corpus_dir, out) -> dict:
@@ -148,7 +144,7 @@ def trim(model_dir, corpus_dir, out) -> dict:
     texts = [line for lines in read_corpus(corpus_dir).values() for line in lines]
     keep = kept_ids(tok, texts)
     small_tok = trim_tokenizer(tok, keep)
-    small = trim_model(model, keep, small_tok)
+    small = trim_model(model, keep)
     save(small, out)
     small_tok.save(out)
     return {"before": parameter_counts(model), "after": parameter_counts(small), "tokenizer_before": tok.vocab_size,

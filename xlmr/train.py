@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from .errors import XlmrError
+from .io import atomic_write
 from .options import validate
+from .parallel import unwrap
 from .rundir import new_run_id
 
 
@@ -96,19 +98,6 @@ def autocast_device(device: torch.device, bf16: bool = True) -> str | None:
     return None
 
 
-def rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda"):
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int) -> Callable[[int], float]:
     """Multiplier of the peak lr at a step: linear warm-up, then linear / inverse-sqrt / constant."""
 
@@ -135,7 +124,7 @@ def _layer_of(name: str, num_layers: int) -> int:
 
 def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
     """AdamW over dense parameters (no decay on biases/LayerNorm), SparseAdam over sparse embeddings."""
-    core = getattr(model, "module", model)  # DDP wraps in .module
+    core = unwrap(model)
     num_layers = core.config.num_hidden_layers if hasattr(core, "config") else 0
     groups: dict[tuple, list] = {}
     sparse = []
@@ -175,7 +164,7 @@ def apply_embedding_mode(model: nn.Module, mode: str) -> str:
     """dense: ordinary training; sparse: only rows a batch touches get gradients and updates;
     frozen: the word-embedding matrix does not train; auto: sparse for a vocabulary of more than
     SPARSE_ABOVE_ROWS rows, else dense. A matrix tied to an MLM decoder stays dense. Returns the mode."""
-    core = getattr(model, "module", model)
+    core = unwrap(model)
     emb = core.encoder_model.embeddings.word_embeddings
     if mode == "auto":
         mode = "sparse" if emb.num_embeddings > SPARSE_ABOVE_ROWS else "dense"
@@ -269,10 +258,8 @@ def plot_loss(records: list[dict], path: Path, title: str = "training loss") -> 
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callable[[nn.Module, Any], torch.Tensor],

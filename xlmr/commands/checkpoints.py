@@ -32,15 +32,14 @@ def register(sub) -> None:
 def summary(model) -> dict:
     """Family, sizes and parameter counts split into embeddings / encoder / heads."""
     c = model.config
-    counts = {"embeddings": 0, "encoder": 0, "heads": 0}
-    seen = set()
-    for name, p in model.named_parameters(remove_duplicate=False):
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        part = name.split(".")[1] if name.startswith(model.prefix + ".") else "heads"
-        counts["embeddings" if part == "embeddings" else "encoder" if part in ("encoder", "position_bias")
-               else "heads"] += p.numel()
+    from ..io import count_parameters
+
+    def part(name):
+        sub = name.split(".")[1] if name.startswith(model.prefix + ".") else "heads"
+        return "embeddings" if sub == "embeddings" else "encoder" if sub in ("encoder", "position_bias") else "heads"
+
+    parts = count_parameters(model, part).parts
+    counts = {k: parts.get(k, 0) for k in ("embeddings", "encoder", "heads")}
     return {"family": c.model_type, "head": model.head, "vocab_size": c.vocab_size, "hidden_size": c.hidden_size,
             "layers": c.num_hidden_layers, "heads": c.num_attention_heads,
             "intermediate_size": c.intermediate_size, "max_positions": c.max_position_embeddings,

@@ -20,7 +20,7 @@ Classify extras: `Classify.read(path, labelled=False)`, `Classify.confusion_matr
 Reports: `report.format_table(results, columns)`, `report.write_results(out_dir, results, columns, ...)`.
 """
 
-from .base import IGNORE, Feature, Task, batches_by_tokens, evaluate, run_model
+from .base import IGNORE, Feature, Task, evaluate, run_model
 from .classify import ClassPrediction, Classify, TextExample
 from .ner import Ner, char_entities, split_words
 from .pos import Pos
@@ -39,6 +39,6 @@ def get_task(name: str, **options) -> Task:
     return TASKS[name](**options)
 
 
-__all__ = ["TASKS", "get_task", "Task", "Feature", "IGNORE", "run_model", "evaluate", "batches_by_tokens",
+__all__ = ["TASKS", "get_task", "Task", "Feature", "IGNORE", "run_model", "evaluate",
            "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "WordExample", "WordPrediction",
            "split_words", "char_entities", "format_table", "write_results", "write_confusion_matrix"]

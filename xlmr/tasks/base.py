@@ -17,9 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..batching import sorted_batches
 from ..errors import XlmrError
 
 IGNORE = -100  # label id that cross-entropy skips (non-first subwords, special tokens, padding)
+MAX_LENGTH = 128  # default tokens per model row (longer inputs are cut into windows)
+STRIDE = 32  # default overlap of the windows of a long NER/POS sentence, in subwords
 
 
 @dataclass
@@ -127,7 +130,7 @@ class Task:
         """Read and validate one data file."""
         raise NotImplementedError
 
-    def encode(self, examples: list, tokenizer, max_length: int = 128, stride: int = 32) -> list[Feature]:
+    def encode(self, examples: list, tokenizer, max_length: int = MAX_LENGTH, stride: int = STRIDE) -> list[Feature]:
         """Examples -> unpadded features (labels checked against the label set)."""
         raise NotImplementedError
 
@@ -175,22 +178,6 @@ class Task:
         raise NotImplementedError
 
 
-def batches_by_tokens(features: list[Feature], max_tokens: int = 16384, max_rows: int = 512) -> list[list[int]]:
-    """Feature indices grouped by length so that rows x longest row <= max_tokens (little padding)."""
-    order = sorted(range(len(features)), key=lambda i: len(features[i]))
-    out, cur, width = [], [], 0
-    for i in order:
-        w = max(width, len(features[i]))
-        if cur and (w * (len(cur) + 1) > max_tokens or len(cur) >= max_rows):
-            out.append(cur)
-            cur, w = [], len(features[i])
-        cur.append(i)
-        width = w
-    if cur:
-        out.append(cur)
-    return out
-
-
 @torch.no_grad()
 def run_model(model: torch.nn.Module, task: Task, features: list[Feature], pad_id: int, max_tokens: int = 16384,
               autocast_dtype: torch.dtype | None = None) -> list[np.ndarray]:
@@ -200,7 +187,7 @@ def run_model(model: torch.nn.Module, task: Task, features: list[Feature], pad_i
     model.eval()
     outputs: list[np.ndarray | None] = [None] * len(features)
     try:
-        for idx in batches_by_tokens(features, max_tokens):
+        for idx in sorted_batches([len(f) for f in features], batch_size=512, max_tokens=max_tokens):
             batch = task.collate([features[i] for i in idx], pad_id)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
@@ -212,8 +199,8 @@ def run_model(model: torch.nn.Module, task: Task, features: list[Feature], pad_i
     return outputs
 
 
-def evaluate(model: torch.nn.Module, task: Task, examples: list, tokenizer, max_length: int = 128,
-             stride: int = 32, **kw) -> tuple[list, dict]:
+def evaluate(model: torch.nn.Module, task: Task, examples: list, tokenizer, max_length: int = MAX_LENGTH,
+             stride: int = STRIDE, **kw) -> tuple[list, dict]:
     """Encode, run, predict and score: returns (predictions, metrics). `kw` goes to run_model."""
     features = task.encode(examples, tokenizer, max_length, stride)
     predictions = task.predict(run_model(model, task, features, tokenizer.pad_token_id, **kw), features, examples)

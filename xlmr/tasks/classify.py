@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import XlmrError
-from .base import IGNORE, Feature, Task, json_object, lines_of, read_text, softmax
+from .base import IGNORE, MAX_LENGTH, STRIDE, Feature, Task, json_object, lines_of, read_text, softmax
 
 TEXT_NAMES = ("text", "sentence", "sentence1", "premise", "question", "content")
 PAIR_NAMES = ("text_pair", "sentence2", "hypothesis")
@@ -202,7 +202,7 @@ class Classify(Task):
     def example_labels(self, example: TextExample):
         return () if example.label is None else ((example.label, example.path, example.line),)
 
-    def encode(self, examples, tokenizer, max_length=128, stride=32) -> list[Feature]:
+    def encode(self, examples, tokenizer, max_length=MAX_LENGTH, stride=STRIDE) -> list[Feature]:
         """Texts (or pairs) -> one feature each, truncated to max_length; warns once with counts.
 
         `stride` is unused: a classification example is one row.

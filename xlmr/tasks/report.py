@@ -1,7 +1,6 @@
 """Cross-lingual reports: the per-language table, results.json, report.md and confusion-matrix PNGs.
 
-Every file is written atomically (temporary file in the same directory, then os.replace), so an
-interrupted run never leaves a half-written report.
+Every file is written atomically (`xlmr.io`), so an interrupted run never leaves a half-written report.
 """
 
 from __future__ import annotations
@@ -10,14 +9,7 @@ import json
 import os
 from pathlib import Path
 
-from ..checkpoint import atomic_write
-
-
-def write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write a UTF-8 text file atomically."""
-    path = Path(path)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return path
+from ..io import atomic_write, atomic_write_text
 
 
 def average(results: dict[str, dict], columns: list[str] | tuple[str, ...]) -> dict[str, float]:
@@ -59,13 +51,13 @@ def write_results(out_dir: str | os.PathLike, results: dict[str, dict], columns:
     out_dir = Path(out_dir)
     payload = {"task": task, "columns": list(columns), "languages": results,
                "average": average(results, columns), **(meta or {})}
-    js = write_text(out_dir / "results.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    js = atomic_write_text(out_dir / "results.json", json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
     md = [f"# Evaluation{': ' + task if task else ''}", ""]
     md += [f"- {k}: {v}" for k, v in (meta or {}).items() if isinstance(v, (str, int, float))]
     md += ["", markdown_table(results, columns), ""]
     for lang, text in (reports or {}).items():
         md += [f"## {lang}", "", "```", text.rstrip(), "```", ""]
-    return js, write_text(out_dir / "report.md", "\n".join(md))
+    return js, atomic_write_text(out_dir / "report.md", "\n".join(md))
 
 
 def write_confusion_matrix(y_true: list[str], y_pred: list[str], labels: list[str], path: str | os.PathLike,

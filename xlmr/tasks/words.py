@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import XlmrError
-from .base import IGNORE, Feature, Task, softmax
+from .base import IGNORE, MAX_LENGTH, STRIDE, Feature, Task, softmax
 
 _CHUNK = 128  # sentences per tokenizer call: each call pads to its longest row, so keep calls small
 
@@ -159,7 +159,7 @@ class WordTask(Task):
             example.tags = [t if t in known else outside for t in example.tags]
         return replaced
 
-    def encode(self, examples, tokenizer, max_length=128, stride=32):
+    def encode(self, examples, tokenizer, max_length=MAX_LENGTH, stride=STRIDE):
         label_ids = None
         if self._label_ids_ready(examples):
             ids = self.label2id
