@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import xlmr
-from xlmr.checkpoint import HEAD_OF_SUFFIX
+from xlmr.hfconfig import HEAD_OF_SUFFIX
 
 from helpers import hf_config, padded_batch
 

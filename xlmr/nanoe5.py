@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import DEFAULT_CHECKPOINT as NAME
-from .checkpoint import config_to_dict
-from .io import atomic_write, umask
 from .errors import XlmrError
+from .hfconfig import DEFAULT_CHECKPOINT as NAME
+from .hfconfig import config_to_dict
+from .io import atomic_write, umask
 from .model import Config
 
 MAGIC, VERSION = b"E5S1", 1
