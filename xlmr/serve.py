@@ -338,7 +338,11 @@ def guarded_h11(read_timeout: float):
 
 
 def create_app(cfg: ServeConfig, predictor=None):
-    """The FastAPI app. `predictor` (a Predictor) is built from `cfg` when not given."""
+    """The FastAPI app. `predictor` (a Predictor) is built from `cfg` when not given.
+
+    long: the routes are closures over one app's state (queue, metrics, drain flag), so the function
+    reads as the server's route table; split up, each route would take that state as arguments.
+    """
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
