@@ -79,7 +79,7 @@ def adapt_language(cfg: AdaptLanguageConfig) -> dict:
 
 def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
     from .mlm_data import MaskVocab, mask_tokens
-    from .peft_methods import base_info, peak_memory, write_adapter_dir
+    from .peft_methods import peak_memory
     from .tokenizer import Tokenizer
 
     seed_everything(cfg.seed)
@@ -95,17 +95,7 @@ def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
     train_rows, eval_rows = rows[:len(rows) - n_eval], rows[len(rows) - n_eval:]
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    has_head = read_config(src)[1] == "mlm"
-    model = load(src, head="mlm")
-    for p in model.parameters():
-        p.requires_grad_(False)
-    if not has_head:  # no pretrained MLM head: its transform must learn too (not saved)
-        print(f"xlmr: {src} has no MLM head; training a fresh one alongside the adapter", file=sys.stderr)
-        for name, p in model.mlm_head.named_parameters():
-            if not name.startswith("decoder."):
-                p.requires_grad_(True)
-    A.add_adapter(model, "lang", cfg.adapter_placement, cfg.adapter_reduction, source=lang)
-    model.to(device)
+    model = _adapter_model(src, lang, cfg).to(device)
     count = count_parameters(model)
     trainable, total = count.trainable, count.total
 
@@ -123,18 +113,7 @@ def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
         logits = m(masked.input_ids.to(device), mask.to(device), positions=masked.positions.to(device))
         return F.cross_entropy(logits.float(), masked.targets.to(device))
 
-    def evaluate(m):  # fixed masks: the same held-out positions every time
-        g = torch.Generator().manual_seed(12345)
-        total_loss, hits, count = 0.0, 0, 0
-        for i in range(0, len(eval_rows), cfg.batch_size):
-            ids, mask = _pad(eval_rows[i:i + cfg.batch_size], tok.pad_token_id)
-            masked = mask_tokens(ids, vocab, g, cfg.mlm_probability)
-            logits = m(masked.input_ids.to(device), mask.to(device), positions=masked.positions.to(device)).float()
-            targets = masked.targets.to(device)
-            total_loss += F.cross_entropy(logits, targets, reduction="sum").item()
-            hits += int((logits.argmax(-1) == targets).sum())
-            count += len(targets)
-        return {"loss": total_loss / max(count, 1), "accuracy": hits / max(count, 1)}
+    evaluate = lambda m: _held_out(m, eval_rows, tok.pad_token_id, vocab, cfg, device)
 
     out = Path(cfg.out)
     print(f"xlmr: language adapter '{lang}' on {len(train_rows)} lines ({n_eval} held out), {trainable:,} of "
@@ -149,11 +128,7 @@ def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
     if eval_rows:
         with torch.no_grad():
             after = evaluate(model)
-    config = {"peft_type": "BOTTLENECK", "role": "language", "language": lang, "placement": cfg.adapter_placement,
-              "reduction": cfg.adapter_reduction, "base_model_name_or_path": str(src)}
-    info = {"method": "language_adapter", "base": base_info(model), "corpus": str(cfg.corpus),
-            "options": asdict(cfg)}
-    write_adapter_dir(out, config, A.adapter_state(model, "lang"), info)
+    _save_adapter(out, model, lang, src, cfg)
     summary = {"language": lang, "steps": result.steps, "train_seconds": round(result.seconds, 2),
                "trainable_params": trainable, "total_params": total,
                "trainable_percent": round(100 * trainable / total, 4),
@@ -162,3 +137,48 @@ def _adapt_language(cfg: AdaptLanguageConfig, run_id: str) -> dict:
                "held_out_before": before, "held_out_after": after, **peak_memory()}
     atomic_write_json(out / "summary.json", summary, indent=2)
     return summary
+
+
+def _adapter_model(src: Path, lang: str, cfg: AdaptLanguageConfig):
+    """The frozen MLM model with a trainable language adapter (and a trainable MLM transform when the
+    checkpoint has no pretrained MLM head)."""
+    has_head = read_config(src)[1] == "mlm"
+    model = load(src, head="mlm")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    if not has_head:  # no pretrained MLM head: its transform must learn too (not saved)
+        print(f"xlmr: {src} has no MLM head; training a fresh one alongside the adapter", file=sys.stderr)
+        for name, p in model.mlm_head.named_parameters():
+            if not name.startswith("decoder."):
+                p.requires_grad_(True)
+    A.add_adapter(model, "lang", cfg.adapter_placement, cfg.adapter_reduction, source=lang)
+    return model
+
+
+@torch.no_grad()
+def _held_out(m, rows: list[list[int]], pad_id: int, vocab, cfg: AdaptLanguageConfig, device) -> dict:
+    """Masked-LM loss and accuracy on held-out rows, with fixed masks: the same positions every time."""
+    from .mlm_data import mask_tokens
+
+    g = torch.Generator().manual_seed(12345)
+    total_loss, hits, count = 0.0, 0, 0
+    for i in range(0, len(rows), cfg.batch_size):
+        ids, mask = _pad(rows[i:i + cfg.batch_size], pad_id)
+        masked = mask_tokens(ids, vocab, g, cfg.mlm_probability)
+        logits = m(masked.input_ids.to(device), mask.to(device), positions=masked.positions.to(device)).float()
+        targets = masked.targets.to(device)
+        total_loss += F.cross_entropy(logits, targets, reduction="sum").item()
+        hits += int((logits.argmax(-1) == targets).sum())
+        count += len(targets)
+    return {"loss": total_loss / max(count, 1), "accuracy": hits / max(count, 1)}
+
+
+def _save_adapter(out: Path, model, lang: str, src: Path, cfg: AdaptLanguageConfig) -> None:
+    """adapter_config.json, adapter_model.safetensors and the run info of the language adapter."""
+    from .peft_methods import base_info, write_adapter_dir
+
+    config = {"peft_type": "BOTTLENECK", "role": "language", "language": lang, "placement": cfg.adapter_placement,
+              "reduction": cfg.adapter_reduction, "base_model_name_or_path": str(src)}
+    info = {"method": "language_adapter", "base": base_info(model), "corpus": str(cfg.corpus),
+            "options": asdict(cfg)}
+    write_adapter_dir(out, config, A.adapter_state(model, "lang"), info)

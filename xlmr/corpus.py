@@ -251,36 +251,13 @@ def encode_shard(job: tuple) -> dict:
             texts.clear()
             held.clear()
 
-        with open(plan.source, "rb") as f:
-            f.seek(plan.start)
-            pos = plan.start
-            while pos < plan.end:
-                raw = f.readline()
-                if not raw:
-                    break
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    at = pos + e.start
-                    raise XlmrError(f"{plan.source}: line {_line_number(plan.source, at)}, byte {at}: "
-                                    f"not valid UTF-8 ({e.reason})") from None
-                pos += len(raw)
-                text = text.rstrip("\r\n")
-                if not text.strip():
-                    continue  # blank lines separate nothing here: one line is one document
-                if plan.pairs:
-                    a, tab, b = text.partition("\t")
-                    if not tab:
-                        raise XlmrError(f"{plan.source}: line {_line_number(plan.source, pos - len(raw))}: "
-                                        f"a pair line needs a TAB between the two sentences")
-                    texts.append((a, b))
-                else:
-                    texts.append(text)
-                held.append(zlib.crc32(raw.rstrip(b"\r\n")) < cut)
-                if len(texts) >= batch_lines:
-                    flush()
-            if texts:
+        for text, raw in _documents(plan):
+            texts.append(text)
+            held.append(zlib.crc32(raw.rstrip(b"\r\n")) < cut)
+            if len(texts) >= batch_lines:
                 flush()
+        if texts:
+            flush()
         train.close()
         valid.close()
         _finish(base, train, valid)
@@ -294,6 +271,36 @@ def encode_shard(job: tuple) -> dict:
               "tokens": train.tokens + valid.tokens, "train_docs": train.docs, "train_tokens": train.tokens}
     atomic_write_text(Path(f"{base}.json"), json.dumps(record, indent=1) + "\n")
     return record
+
+
+def _documents(plan):
+    """(text, raw line) per non-blank line of the plan's byte range; text is a (first, second) pair for a
+    pair file. Bad UTF-8 or a pair line without a TAB is an XlmrError naming the line."""
+    with open(plan.source, "rb") as f:
+        f.seek(plan.start)
+        pos = plan.start
+        while pos < plan.end:
+            raw = f.readline()
+            if not raw:
+                break
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                at = pos + e.start
+                raise XlmrError(f"{plan.source}: line {_line_number(plan.source, at)}, byte {at}: "
+                                f"not valid UTF-8 ({e.reason})") from None
+            pos += len(raw)
+            text = text.rstrip("\r\n")
+            if not text.strip():
+                continue  # blank lines separate nothing here: one line is one document
+            if plan.pairs:
+                a, tab, b = text.partition("\t")
+                if not tab:
+                    raise XlmrError(f"{plan.source}: line {_line_number(plan.source, pos - len(raw))}: "
+                                    f"a pair line needs a TAB between the two sentences")
+                yield (a, b), raw
+            else:
+                yield text, raw
 
 
 def _finish(base: Path, train: _Part, valid: _Part) -> None:

@@ -24,7 +24,6 @@ from .tokenizer import Tokenizer
 from .train import LoopState, TrainConfig, apply_embedding_mode, autocast_device, seed_everything, set_threads, train
 
 
-
 @dataclass
 class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     """What `xlmr finetune` takes: data, task and model options on top of TrainConfig."""
@@ -68,15 +67,6 @@ def parse_tests(specs: list[str]) -> dict[str, str]:
     return out
 
 
-def task_options(cfg) -> dict:
-    if cfg.task == "classify":
-        return {"text_column": cfg.text_column, "text_pair_column": cfg.text_pair_column,
-                "label_column": cfg.label_column}
-    if cfg.task == "ner":
-        return {"scheme": cfg.scheme}
-    return {}
-
-
 def device_of() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
@@ -95,19 +85,14 @@ def finetune(cfg: FinetuneConfig) -> dict:
 
 
 def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
-    from .tasks import IGNORE, get_task, run_model
+    from .tasks import run_model, task_from_config
 
     seed_everything(cfg.seed)
     src = resolve(cfg.model)
     check_length(read_config(src)[0], cfg.max_length, "--max-length", src)
     tok = Tokenizer.from_pretrained(src)
-    task = get_task(cfg.task, **task_options(cfg))
-    train_ex = _limit(task.read(cfg.train), cfg.max_train)
-    task.build_labels(train_ex)
-    dev_ex = _limit(task.read(cfg.dev), cfg.max_eval) if cfg.dev else []
-    task.check_labels(dev_ex)
-    tests = {lang: _limit(task.read(path), cfg.max_eval) for lang, path in parse_tests(cfg.test).items()}
-    unseen = check_test_labels(task, tests, cfg.unseen_labels)
+    task = task_from_config(cfg)
+    train_ex, dev_ex, tests, unseen = _read_sets(task, cfg)
 
     device = device_of()
     threads = set_threads(cfg.threads) if device.type == "cpu" else 0
@@ -119,17 +104,8 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
     lengths = [len(f) for f in features]
     plan = lambda epoch: length_grouped_batches(lengths, cfg.batch_size, cfg.max_tokens, cfg.seed, epoch)
     steps_per_epoch = len(plan(0)) // cfg.grad_accum
-
     batches = EpochBatches(plan, lambda idx: {k: v.to(device) for k, v in
                                               task.collate([features[i] for i in idx], tok.pad_token_id).items()})
-
-    def loss_fn(m, b):
-        if task.head == "token":  # only labelled rows reach the loss: skip the last layer's work elsewhere
-            labels = b["labels"].reshape(-1)
-            at = labels.ne(IGNORE).nonzero().squeeze(1)
-            logits = m(b["input_ids"], b["attention_mask"], b["token_type_ids"], positions=at)  # (N, C)
-            return task.loss(logits, {"labels": labels.index_select(0, at)})
-        return task.loss(m(b["input_ids"], b["attention_mask"], b["token_type_ids"]), b)
 
     out = Path(cfg.out)
     best_dir = out / "best"
@@ -140,29 +116,44 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
         return task.metrics(dev_ex, preds)
 
     def on_best(m, metrics):
-        save_finetuned(m, best_dir, src, cfg)
+        save_finetuned(m, best_dir, src, cfg, task)
 
     print(f"xlmr: {cfg.task} on {len(train_ex)} examples ({len(features)} rows), {len(task.labels)} labels, "
           f"{steps_per_epoch} steps/epoch, device {device}" + (f", {threads} threads" if threads else "") +
           f", {emb_mode} embeddings, {'bf16 autocast' if autocast_device(device, cfg.bf16) else 'fp32'}"
-          + (f", {model.config.classifier_pooling} pooling" if task.head == "sequence" else ""),
-          file=sys.stderr)
+          + task.model_note(model), file=sys.stderr)
     restore, on_step = _checkpoint_hooks(out / "checkpoints", model, cfg, batches)
-    result = train(model, batches, loss_fn, cfg, steps_per_epoch=steps_per_epoch,
+    result = train(model, batches, task.training_loss, cfg, steps_per_epoch=steps_per_epoch,
                    evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out,
                    restore=restore, on_step=on_step, run_id=run_id)
     if not dev_ex:
-        save_finetuned(model, best_dir, src, cfg)
+        save_finetuned(model, best_dir, src, cfg, task)
     summary = {"steps": result.steps, "train_seconds": round(result.seconds, 2), "best_dev": result.best_metric,
                "best_step": result.best_step, "model": str(best_dir), **method.report(result, best_dir)}
     if tests:
-        best = load_model(best_dir, cfg.language_adapter).to(device)
-        source = next((lang for lang, path in parse_tests(cfg.test).items()
-                       if Path(path).parent == Path(cfg.train).parent), None)  # the training language
-        summary["test"] = evaluate_sets(best, tok, task, tests, out, cfg.max_length, cfg.stride,
-                                        switch=language_switch(best), report_lang=source, unseen=unseen)
+        summary["test"] = _test_best(best_dir, tok, task, tests, unseen, cfg, device)
     atomic_write_json(out / "summary.json", summary, indent=2)
     return summary
+
+
+def _read_sets(task, cfg: FinetuneConfig):
+    """Training examples (labels built from them), dev examples and test sets {lang: examples}, all
+    checked against the label set; plus the unseen-label counts of check_test_labels."""
+    train_ex = _limit(task.read(cfg.train), cfg.max_train)
+    task.build_labels(train_ex)
+    dev_ex = _limit(task.read(cfg.dev), cfg.max_eval) if cfg.dev else []
+    task.check_labels(dev_ex)
+    tests = {lang: _limit(task.read(path), cfg.max_eval) for lang, path in parse_tests(cfg.test).items()}
+    return train_ex, dev_ex, tests, check_test_labels(task, tests, cfg.unseen_labels)
+
+
+def _test_best(best_dir: Path, tok, task, tests: dict[str, list], unseen, cfg: FinetuneConfig, device) -> dict:
+    """Evaluate the saved best model on every test set; the training language's report is the one printed."""
+    best = load_model(best_dir, cfg.language_adapter).to(device)
+    source = next((lang for lang, path in parse_tests(cfg.test).items()
+                   if Path(path).parent == Path(cfg.train).parent), None)  # the training language
+    return evaluate_sets(best, tok, task, tests, Path(cfg.out), cfg.max_length, cfg.stride,
+                         switch=language_switch(best), report_lang=source, unseen=unseen)
 
 
 def _checkpoint_hooks(root: Path, model, cfg: FinetuneConfig, batches: EpochBatches):
@@ -201,11 +192,11 @@ def unseen_note(unseen: dict[str, dict[str, int]]) -> str:
                      for lang, counts in unseen.items())
 
 
-def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg) -> None:
+def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg, task) -> None:
     """HF checkpoint + tokenizer files + the task options evaluate/predict need."""
     save_weights(model, directory, cfg)  # full checkpoint, or only what the PEFT method trained
     copy_tokenizer(tokenizer_src, directory)
-    info = {"task": cfg.task, "options": task_options(cfg), "max_length": cfg.max_length, "stride": cfg.stride}
+    info = {"task": cfg.task, "options": task.options(), "max_length": cfg.max_length, "stride": cfg.stride}
     atomic_write_json(directory / TASK_FILE, info, indent=2)
 
 
@@ -226,8 +217,7 @@ def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_lengt
         metrics["seconds"] = round(time.perf_counter() - t0, 3)
         results[lang] = metrics
         reports[lang] = task.report(examples, preds)
-        if task.name == "classify":
-            task.confusion_matrix(examples, preds, out / f"confusion_{lang}.png", title=f"{lang} confusion matrix")
+        task.write_report_files(examples, preds, out, lang)
     print(format_table(results, task.columns))
     shown = report_lang if report_lang in reports else next(iter(reports))
     print(f"\n{shown} report:\n{reports[shown]}")

@@ -106,8 +106,8 @@ def inject_lora(model: nn.Module, config) -> None:
 
 
 @dataclass
-class Method:
-    """What `apply_method` did: the name, the options to save, and the parameter counts."""
+class PeftState:
+    """What `apply_method` did (a record, not a method): the name, the options to save, and the parameter counts."""
 
     name: str
     options: dict
@@ -115,7 +115,7 @@ class Method:
     total: int
 
     @classmethod
-    def counted(cls, name: str, options: dict, model: nn.Module) -> Method:
+    def counted(cls, name: str, options: dict, model: nn.Module) -> PeftState:
         """The record for `model` as it stands, its parameters counted now."""
         count = count_parameters(model)
         return cls(name, options, count.trainable, count.total)
@@ -137,7 +137,7 @@ def peak_memory() -> dict:
     return {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
 
-def apply_method(model: nn.Module, cfg) -> Method:
+def apply_method(model: nn.Module, cfg) -> PeftState:
     """Freeze the model and inject/unfreeze what `cfg.peft` trains (in place; names stay stable)."""
     name = cfg.peft
     langs = parse_language_adapters(cfg.language_adapter)
@@ -176,7 +176,7 @@ def apply_method(model: nn.Module, cfg) -> Method:
     trainable, total = count.trainable, count.total
     print(f"xlmr: --peft {name}: {trainable:,} of {total:,} parameters train "
           f"({100 * trainable / max(total, 1):.3f}%)", file=sys.stderr)
-    model.peft_method = Method(name, options, trainable, total)
+    model.peft_method = PeftState(name, options, trainable, total)
     return model.peft_method
 
 
@@ -206,7 +206,7 @@ def write_adapter_dir(directory: Path, config: dict, state: dict[str, torch.Tens
 
 def save_weights(model: nn.Module, directory: str | Path, cfg=None) -> None:
     """Full checkpoint for `--peft none`, else only what the method trained plus the head."""
-    method: Method | None = getattr(model, "peft_method", None)
+    method: PeftState | None = getattr(model, "peft_method", None)
     directory = Path(directory)
     if method is None or method.name == "none":
         save(model, directory)
@@ -344,10 +344,10 @@ def load_adapted(directory: str | Path, base: str | None = None, language_adapte
         if missing:
             raise XlmrError(f"{where}: adapter lacks '{missing[0]}' ({len(missing)} LoRA tensors missing)")
         _overlay(model, lora, where)
-        model.peft_method = Method.counted("lora", {"lora": lcfg}, model)
+        model.peft_method = PeftState.counted("lora", {"lora": lcfg}, model)
     elif kind == "BITFIT":
         _overlay(model, state, where)
-        model.peft_method = Method.counted("bitfit", {}, model)
+        model.peft_method = PeftState.counted("bitfit", {}, model)
     else:
         langs = parse_language_adapters(language_adapters)
         recorded = info.get("language_adapter")
@@ -360,7 +360,7 @@ def load_adapted(directory: str | Path, base: str | None = None, language_adapte
         A.add_adapter(model, "task", config["placement"], config["reduction"], source="task")
         A.load_adapter_state(model, "task", {k: v for k, v in state.items() if ".adapter." in k}, "task", where)
         _overlay(model, {k: v for k, v in state.items() if ".adapter." not in k}, where)
-        model.peft_method = Method.counted("adapter", {}, model)
+        model.peft_method = PeftState.counted("adapter", {}, model)
     model.source = str(base)
     return model.eval()
 

@@ -37,7 +37,7 @@ class Predictor:
         """One prediction per text, in order. A str is one text; a blank text gets an empty prediction
         (no label, no entities, no tags) without reaching the model."""
         texts, pairs = as_batch(texts, pairs)
-        out = [self._empty(t) for t in texts]
+        out = [self.task.empty_prediction(t) for t in texts]
         keep = [i for i, t in enumerate(texts) if t.strip()]
         if keep:
             found = self._predict([texts[i] for i in keep], [pairs[i] for i in keep] if pairs else None)
@@ -45,32 +45,14 @@ class Predictor:
                 out[i] = r
         return out
 
-    def _empty(self, text: str) -> dict:
-        if self.task.head == "sequence":
-            return {"text": text, "label": None, "probs": {}}
-        return {"text": text, "entities": []} if self.task.name == "ner" else {"text": text, "tags": [], "words": []}
-
     def _predict(self, texts: list[str], pairs: list[str | None] | None) -> list[dict]:
-        from .tasks import ClassPrediction, TextExample, WordExample, char_entities, run_model, split_words
+        from .tasks import run_model
 
-        if self.task.head == "sequence":
-            examples = [TextExample(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
-        else:
-            split = [split_words(t) for t in texts]
-            examples = [WordExample(words, None) for words, _ in split]
+        examples = [self.task.example_from_text(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
         features = self.task.encode(examples, self.tokenizer, self.max_length, self.stride)
         outputs = run_model(self.model, self.task, features, self.tokenizer.pad_token_id) if features else []
         preds = self.task.predict(outputs, features, examples)
-        results = []
-        for i, (text, pred) in enumerate(zip(texts, preds)):
-            if isinstance(pred, ClassPrediction):
-                results.append({"text": text, "label": pred.label,
-                                "probs": {l: round(float(p), 6) for l, p in zip(self.task.labels, pred.probs)}})
-            else:
-                results.append({"text": text, "entities": char_entities(text, split[i][1], pred.tags, pred.scores)}
-                               if self.task.name == "ner" else
-                               {"text": text, "tags": pred.tags, "words": split[i][0]})
-        return results
+        return [self.task.to_json(t, ex, pred) for t, ex, pred in zip(texts, examples, preds)]
 
 
 def read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:

@@ -272,20 +272,6 @@ async def read_body(request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def make_predict(predictor):
-    """predictor(texts) with empty NER inputs answered without the model (they have no words)."""
-    def predict(texts: list[str]) -> list[dict]:
-        if predictor.task.head == "sequence":
-            return predictor(texts)
-        keep = [i for i, t in enumerate(texts) if t.strip()]
-        out = [{"text": t, "entities": []} if predictor.task.name == "ner" else {"text": t, "tags": [], "words": []}
-               for t in texts]
-        for i, r in zip(keep, predictor([texts[i] for i in keep]) if keep else []):
-            out[i] = r
-        return out
-    return predict
-
-
 class ReadTimeout:
     """ASGI middleware: a request whose body has not fully arrived `seconds` after the request began
     fails with 408 (and the connection is closed), so a client that declares a body and stalls does
@@ -352,7 +338,11 @@ def guarded_h11(read_timeout: float):
 
 
 def create_app(cfg: ServeConfig, predictor=None):
-    """The FastAPI app. `predictor` (a Predictor) is built from `cfg` when not given."""
+    """The FastAPI app. `predictor` (a Predictor) is built from `cfg` when not given.
+
+    long: the routes are closures over one app's state (queue, metrics, drain flag), so the function
+    reads as the server's route table; split up, each route would take that state as arguments.
+    """
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -363,7 +353,7 @@ def create_app(cfg: ServeConfig, predictor=None):
 
         predictor = Predictor(cfg.model, task=cfg.task, quantize=cfg.quantize, device="cpu", backend=cfg.backend)
     metrics = Metrics()
-    predict = make_predict(predictor)
+    predict = predictor  # texts -> one JSON answer each; blank texts are answered without the model
     # Warm up with full batches of growing length, so that the allocator reaches its working set
     # before traffic (RSS then stays flat under load) and the first requests are not slow.
     for words in (1, 8, 32, 128):

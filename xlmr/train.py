@@ -276,6 +276,10 @@ def train(model: nn.Module, batches: Callable[[int], Iterable], loss_fn: Callabl
     freshly built optimizers and return its LoopState; `on_step` sees the state after every
     optimizer step (checkpointing hooks in there). `run_id` tags every metrics.jsonl line (the id
     of the `rundir.run_directory` lock the caller holds on `out_dir`; a fresh one if not given).
+
+    long: this is the one training loop, and it reads best whole: the order of backward, clipping,
+    optimizer and scheduler steps, logging, evaluation, the time limit and the checkpoint hook is
+    what bit-exact resume depends on, and pieces of it would pass most of the loop's state around.
     """
     device = next(model.parameters()).device
     out = Path(out_dir) if out_dir else None

@@ -12,33 +12,64 @@ API (every task class has the same methods; `TASKS` maps names to classes):
     preds = task.predict(outputs, feats, examples)   # one prediction per example (windows merged)
     task.metrics(examples, preds) -> dict           # headline keys: task.columns; task.main_metric
     task.report(examples, preds) -> str             # classification report(s)
+    task.write_report_files(examples, preds, out_dir, lang)   # extra files (classify: confusion PNG)
+    loss = task.training_loss(model, batch)          # what the fine-tuning loop minimises
+    task.options(), Task.options_from(cfg)           # constructor options: saved / taken from the CLI
+    ex = task.example_from_text(text, pair)          # raw text -> unlabelled example (predict, serve)
+    task.to_json(text, ex, pred), task.empty_prediction(text)   # one prediction as JSON
     predictions, metrics = evaluate(model, task, examples, tokenizer, max_length, stride)
 
+A new task is one file: subclass Task (or WordTask), set `name` and `head`, implement the methods
+above, and call `register_task(cls)`; finetune, evaluate, predict and serve then take `--task NAME`.
+
 Model head: `task.head` ('token' or 'sequence'); labels: `task.labels`, `task.id2label`.
-NER extras: `ner.split_words(text)`, `ner.char_entities(text, spans, tags, scores)`.
+Word extras: `split_words(text)`; NER: `ner.char_entities(text, spans, tags, scores)`.
 Classify extras: `Classify.read(path, labelled=False)`, `Classify.confusion_matrix(examples, preds, png)`.
 Reports: `report.format_table(results, columns)`, `report.write_results(out_dir, results, columns, ...)`.
 """
 
 from .base import IGNORE, Feature, Task, evaluate, run_model
 from .classify import ClassPrediction, Classify, TextExample
-from .ner import Ner, char_entities, split_words
+from .ner import Ner, char_entities
 from .pos import Pos
 from .report import format_table, write_confusion_matrix, write_results
-from .words import WordExample, WordPrediction
+from .words import WordExample, WordPrediction, WordTask, split_words
 
 TASKS: dict[str, type[Task]] = {"classify": Classify, "ner": Ner, "pos": Pos}
 
 
-def get_task(name: str, **options) -> Task:
-    """A task by name, with its options (e.g. scheme for ner, column names for classify)."""
+def register_task(cls: type[Task]) -> type[Task]:
+    """Make a Task subclass available by its `name` to get_task (and so to every command); usable as a
+    class decorator. A name already taken by another class is an error."""
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"register_task takes a Task subclass, got {cls!r}")
+    if TASKS.get(cls.name, cls) is not cls:
+        raise ValueError(f"task name {cls.name!r} is already registered to {TASKS[cls.name].__qualname__}")
+    TASKS[cls.name] = cls
+    return cls
+
+
+def task_class(name: str) -> type[Task]:
+    """The registered task class called `name`; an unknown name is an XlmrError listing the known ones."""
     from ..errors import XlmrError
 
     if name not in TASKS:
         raise XlmrError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
-    return TASKS[name](**options)
+    return TASKS[name]
 
 
-__all__ = ["TASKS", "get_task", "Task", "Feature", "IGNORE", "run_model", "evaluate",
+def get_task(name: str, **options) -> Task:
+    """A task by name, with its options (e.g. scheme for ner, column names for classify)."""
+    return task_class(name)(**options)
+
+
+def task_from_config(cfg) -> Task:
+    """The task `cfg.task` names, with its options taken from the config (see Task.options_from)."""
+    cls = task_class(cfg.task)
+    return cls(**cls.options_from(cfg))
+
+
+__all__ = ["TASKS", "get_task", "register_task", "task_class", "task_from_config", "Task", "WordTask", "Feature",
+           "IGNORE", "run_model", "evaluate",
            "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "WordExample", "WordPrediction",
            "split_words", "char_entities", "format_table", "write_results", "write_confusion_matrix"]

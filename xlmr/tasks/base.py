@@ -2,7 +2,9 @@
 
 A task turns files into examples, examples into unpadded features (one model input row each), and
 model outputs back into per-example predictions and metrics. The training loop only needs
-`encode`, `collate`, `loss`, and for evaluation `run_model` + `predict` + `metrics`.
+`encode`, `collate`, `training_loss`, and for evaluation `run_model` + `predict` + `metrics`.
+Everything that differs between tasks lives on the task (its CLI options, its loss, its report
+files, its prediction JSON), so that finetune, predict and serve never ask which task they hold.
 """
 
 from __future__ import annotations
@@ -58,6 +60,17 @@ class Task:
 
     def __init__(self) -> None:
         self.labels: list[str] = []
+
+    # -- options: what the CLI sets and xlmr_task.json keeps ----------------------------------
+
+    @classmethod
+    def options_from(cls, cfg) -> dict:
+        """This task's constructor options, taken from a fine-tuning config (e.g. FinetuneConfig.scheme)."""
+        return {}
+
+    def options(self) -> dict:
+        """The constructor options saved with a fine-tuned model: `type(self)(**options)` rebuilds the task."""
+        return {}
 
     # -- labels --------------------------------------------------------------------------------
 
@@ -155,6 +168,17 @@ class Task:
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
                                ignore_index=IGNORE, reduction=reduction)
 
+    def training_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of one training batch. A token task runs the last layer at labelled rows only
+        (`positions`, flat row indices into (B*T)): the others never reach the loss."""
+        ids, mask, types = batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]
+        if self.head == "token":
+            labels = batch["labels"].reshape(-1)  # (B*T,)
+            at = labels.ne(IGNORE).nonzero().squeeze(1)  # (N,)
+            logits = model(ids, mask, types, positions=at)  # (N, C)
+            return self.loss(logits, {"labels": labels.index_select(0, at)})
+        return self.loss(model(ids, mask, types), batch)
+
     def unbatch(self, logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
         """Split batch logits into per-row float32 arrays: (T_i, C) for tagging, (C,) for sequences."""
         out = logits.detach().float().cpu().numpy()
@@ -175,6 +199,27 @@ class Task:
 
     def report(self, examples: list, predictions: list) -> str:
         """A printable report (classification reports)."""
+        raise NotImplementedError
+
+    def write_report_files(self, examples: list, predictions: list, out_dir: Path, lang: str) -> None:
+        """Extra files next to results.json for one test language (classify: a confusion matrix)."""
+
+    def model_note(self, model: torch.nn.Module) -> str:
+        """What to say about the loaded model in the start-of-training line (sequence head: its pooling)."""
+        return f", {model.config.classifier_pooling} pooling" if self.head == "sequence" else ""
+
+    # -- raw-text prediction (xlmr predict, xlmr serve) ----------------------------------------
+
+    def example_from_text(self, text: str, pair: str | None = None):
+        """An unlabelled example for one raw input text (and optional pair text)."""
+        raise NotImplementedError
+
+    def empty_prediction(self, text: str) -> dict:
+        """The JSON answer for a blank text, which never reaches the model."""
+        raise NotImplementedError
+
+    def to_json(self, text: str, example, prediction) -> dict:
+        """The JSON answer for one raw text, its example (from example_from_text) and its prediction."""
         raise NotImplementedError
 
 

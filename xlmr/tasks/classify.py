@@ -152,6 +152,15 @@ class Classify(Task):
         super().__init__()
         self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
 
+    @classmethod
+    def options_from(cls, cfg) -> dict:
+        return {"text_column": cfg.text_column, "text_pair_column": cfg.text_pair_column,
+                "label_column": cfg.label_column}
+
+    def options(self) -> dict:
+        return {"text_column": self.text_column, "text_pair_column": self.text_pair_column,
+                "label_column": self.label_column}
+
     def read(self, path, labelled: bool = True) -> list[TextExample]:
         """Read examples; `labelled=False` (prediction input) makes the label column optional."""
         path = str(path)
@@ -271,3 +280,18 @@ class Classify(Task):
 
         return write_confusion_matrix([ex.label for ex in examples], [p.label for p in predictions],
                                       self.labels, path, title)
+
+    def write_report_files(self, examples, predictions, out_dir, lang) -> None:
+        self.confusion_matrix(examples, predictions, Path(out_dir) / f"confusion_{lang}.png",
+                              title=f"{lang} confusion matrix")
+
+    def example_from_text(self, text: str, pair: str | None = None) -> TextExample:
+        return TextExample(text, pair)
+
+    def empty_prediction(self, text: str) -> dict:
+        return {"text": text, "label": None, "probs": {}}
+
+    def to_json(self, text: str, example: TextExample, prediction: ClassPrediction) -> dict:
+        """{"text", "label", "probs": {label: probability}} (probabilities to 6 decimals)."""
+        return {"text": text, "label": prediction.label,
+                "probs": {l: round(float(p), 6) for l, p in zip(self.labels, prediction.probs)}}

@@ -15,7 +15,7 @@ from collections import Counter
 
 from ..errors import XlmrError
 from .base import lines_of, read_text
-from .words import WordExample, WordPrediction, WordTask
+from .words import WordExample, WordPrediction, WordTask, split_words
 
 SCHEMES = ("auto", "iob1", "iob2", "bioes")
 _TAG = re.compile(r"^(O|([BIES])-(.+))$")
@@ -114,12 +114,6 @@ def entities(tags: list[str], scores: list[float] | None = None) -> list[tuple[s
     return [(kind, a, b, sum(scores[a:b + 1]) / (b - a + 1)) for kind, a, b in get_entities(list(tags))]
 
 
-def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
-    """Whitespace-separated words of raw text and their character spans [start, end)."""
-    found = list(re.finditer(r"\S+", text))
-    return [m.group() for m in found], [m.span() for m in found]
-
-
 def char_entities(text: str, spans: list[tuple[int, int]], tags: list[str],
                   scores: list[float] | None = None) -> list[dict]:
     """Entities with character (code point) offsets in `text`: [{start, end, type, text, score}].
@@ -146,6 +140,13 @@ class Ner(WordTask):
         if scheme not in SCHEMES:
             raise XlmrError(f"unknown tag scheme {scheme!r}; expected one of {', '.join(SCHEMES)}")
         self.scheme, self.tag_column = scheme, tag_column
+
+    @classmethod
+    def options_from(cls, cfg) -> dict:
+        return {"scheme": cfg.scheme}
+
+    def options(self) -> dict:
+        return {"scheme": self.scheme}
 
     def read(self, path) -> list[WordExample]:
         """Read a CoNLL file and normalise its tags to IOB2 (validating them under the scheme)."""
@@ -181,3 +182,11 @@ class Ner(WordTask):
                                        digits=4, zero_division=0)
         return ("Entity level (conlleval rules)\n" + entity + "\nToken level\n"
                 + self.token_report(examples, predictions))
+
+    def empty_prediction(self, text: str) -> dict:
+        return {"text": text, "entities": []}
+
+    def to_json(self, text: str, example: WordExample, prediction: WordPrediction) -> dict:
+        """{"text", "entities": [{start, end, type, text, score}]}, with character offsets into `text`."""
+        return {"text": text, "entities": char_entities(text, split_words(text)[1], prediction.tags,
+                                                        prediction.scores)}

@@ -13,6 +13,7 @@ For training, every window labels each word whose first subword it holds (overla
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +40,12 @@ class WordPrediction:
 
     tags: list[str]
     scores: list[float]
+
+
+def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
+    """Whitespace-separated words of raw text and their character spans [start, end)."""
+    found = list(re.finditer(r"\S+", text))
+    return [m.group() for m in found], [m.span() for m in found]
 
 
 def _unk_token(tokenizer) -> str | None:
@@ -181,6 +188,16 @@ class WordTask(Task):
             scores = [0.0 if m else float(probs[k, i]) for k, (i, m) in enumerate(zip(ids, missing))]
             preds.append(WordPrediction(tags, scores))
         return preds
+
+    def example_from_text(self, text: str, pair: str | None = None) -> WordExample:
+        return WordExample(split_words(text)[0], None)
+
+    def empty_prediction(self, text: str) -> dict:
+        return {"text": text, "tags": [], "words": []}
+
+    def to_json(self, text: str, example: WordExample, prediction: WordPrediction) -> dict:
+        """{"text", "tags", "words"}: one tag per whitespace-separated word."""
+        return {"text": text, "tags": prediction.tags, "words": example.words}
 
     def token_report(self, examples, predictions, digits: int = 4) -> str:
         """sklearn classification report over all words (every tag, `O` included)."""
