@@ -5,9 +5,13 @@ assignment such as `M=$(python -c ...)`, and a `VAR=value` prefix before `xlmr`/
 How: each page runs in a fresh directory `work/` whose `../shared` is a tiny fake copy of the real
 `shared/` tree (same layout, a few sentences per file), so the commands run exactly as written.
 Budget flags are capped (`--epochs 1`, `--max-steps 3`, a small `--vocab-size`, ...) so that a
-command meant for minutes takes seconds. Blocks fenced as `text` are output transcripts and are not
-run; a runnable block must be fenced `sh` or `python`. Benchmark scripts (`python bench/...`) need the
-real data and minutes to hours; they run with `make bench`, not here.
+command meant for minutes takes seconds (DEFAULT_CAPS adds such a flag where a command leaves a large
+default). The `xlmr` on their PATH is a client of one warm server (tests/warm_cli.py) that has torch
+and xlmr imported and forks a child per command, so a line costs its work, not a fresh interpreter's
+imports; `python ...` lines, python blocks and `xlmr serve` run as their own processes. Blocks fenced
+as `text` are output transcripts and are not run; a runnable block must be fenced `sh` or `python`.
+Benchmark scripts (`python bench/...`) need the real data and minutes to hours; they run with
+`make bench`, not here.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,6 +31,9 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 CAPS = {"--epochs": "1", "--max-steps": "3", "--max-minutes": "0.05", "--vocab-size": "300",
         "--eval-every": "2", "--save-every": "2", "--max-train": "40", "--max-eval": "20", "--steps": "2"}
+# Budgets a command leaves at their default: `tokenizer train` samples 10M characters by default,
+# which on the tiny corpus means repeating it (30 s of SentencePiece instead of 1 s); finetune's 3 epochs.
+DEFAULT_CAPS = {"xlmr tokenizer train": {"--sample-chars": "200000"}, "xlmr finetune": {"--epochs": "1"}}
 SKIP_PREFIXES = ("python bench/",)  # real-data benchmarks (after any `VAR=value` prefix): `make bench`
 ENV_PREFIX = re.compile(r"^(?:[A-Za-z_]\w*=[^\s$]\S*\s+)+")  # `XLMR_DATA=../shared/data python ...`
 ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")  # `M=$(python -c ...)` opening an sh block
@@ -62,33 +70,54 @@ def test_runnable_blocks_are_fenced_as_code():
 
 
 def cap(command: str) -> str:
-    """Apply CAPS to one shell command line."""
+    """Apply CAPS to one shell command line, and DEFAULT_CAPS where the line leaves the flag out."""
     for flag, value in CAPS.items():
         command = re.sub(rf"(?<!\S){flag}(\s+|=)[^\s-]\S*", f"{flag} {value}", command)
+    for prefix, flags in DEFAULT_CAPS.items():
+        if ENV_PREFIX.sub("", command).startswith(prefix + " "):
+            added = " ".join(f"{flag} {value}" for flag, value in flags.items() if flag not in command.split())
+            command = command.replace(prefix + " ", f"{prefix} {added} ", 1) if added else command
     return command
+
+
+def page_env(sandbox: Path) -> dict[str, str]:
+    """The environment the docs commands (and the warm xlmr server) run in."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+            "XLMR_CACHE": str(sandbox / "cache"),  # multilingual-e5-small converts here, not in the user's cache
+            "PATH": f"{sandbox / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
 
 
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
+    """The fake `shared/` tree, and `bin/xlmr`: a client of one warm server (tests/warm_cli.py) that
+    forks a child per command instead of importing torch and xlmr again for each line."""
     from docs_fixture import make_shared
+    from warm_cli import write_client
 
     root = tmp_path_factory.mktemp("docs")
     make_shared(root / "shared")
-    return root
+    (root / "bin").mkdir()
+    path = str(root / "xlmr.sock")
+    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "warm_cli.py"), path], cwd=root,
+                              env=page_env(root))
+    try:
+        for _ in range(1200):
+            if os.path.exists(path) or server.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert os.path.exists(path), f"the warm xlmr server did not start (exit code {server.poll()})"
+        write_client(root / "bin" / "xlmr", path)
+        yield root
+    finally:
+        server.kill()
+        server.wait()
 
 
 def run_page(page: Path, sandbox: Path) -> None:
     """Run a page's blocks in order: consecutive sh blocks as one bash script (variables persist)."""
     work = sandbox / page.stem
     work.mkdir()
-    bindir = sandbox / "bin"
-    bindir.mkdir(exist_ok=True)
-    shim = bindir / "xlmr"
-    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m xlmr \"$@\"\n")
-    shim.chmod(0o755)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "XLMR_CACHE": str(sandbox / "cache"),  # multilingual-e5-small converts here, not in the user's cache
-           "PATH": f"{bindir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = page_env(sandbox)
     script: list[str] = []
 
     def flush():
@@ -142,8 +171,9 @@ def _commands(code: str) -> list[str]:
 
 
 def _server_check(line: str) -> str:
-    """A long-running server line becomes: start it, wait for /healthz, stop it."""
-    line = re.sub(r"--port\s+\d+", "", line) + " --port 8765"
+    """A long-running server line becomes: start it, wait for /healthz, stop it. It runs as its own
+    `python -m xlmr` process, so that `kill` stops the server itself (not a client of the warm one)."""
+    line = "python -m " + re.sub(r"--port\s+\d+", "", line) + " --port 8765"
     probe = ("import time, urllib.request\n"
              "for _ in range(240):\n"
              "    try:\n"

@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from .errors import XlmrError
-from .options import HelpFormatter
+from .options import HelpFormatter, add_deferred_args
 
 # Modules that register subcommands, in --help order.
 COMMAND_MODULES = [
@@ -35,8 +35,9 @@ EXAMPLES = """examples:
 """
 
 
-def parser() -> argparse.ArgumentParser:
-    """The full argument parser with every subcommand."""
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand. Given `argv`, only the command it names gets the
+    options that need its module imported (the others list their name and help)."""
     p = argparse.ArgumentParser(prog="xlmr", formatter_class=HelpFormatter, epilog=EXAMPLES,
                                 description="XLM-R-style multilingual encoders: load, pretrain, fine-tune, "
                                             "evaluate and serve.")
@@ -46,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(title="commands", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
+    command = None if argv is None else next((a for a in argv if not a.startswith("-")), "")
+    for name, command_parser in sub.choices.items():
+        if command is None or name == command:
+            add_deferred_args(command_parser)
     return p
 
 
@@ -58,7 +63,8 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `xlmr` script; returns the exit code."""
     warnings.formatwarning = _one_line_warning
-    p = parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = parser(argv)
     args = p.parse_args(argv)
     if not hasattr(args, "func"):
         p.print_help()

@@ -31,7 +31,12 @@ def _base_type(tp):
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One --option per dataclass field; the field's `metadata['help']` is its help text."""
+    """One --option per dataclass field; the field's `metadata['help']` is its help text. `cls` may be
+    a function returning the class: the options are then added by `add_deferred_args`, only when the
+    command is used (its module, with torch, is not imported to build the parser for another command)."""
+    if not isinstance(cls, type):
+        parser.set_defaults(_deferred_args=(cls, skip))
+        return
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip or f.name.startswith("_"):
@@ -54,6 +59,14 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls, skip: tuple[str, ..
         else:
             kw["type"] = str
         parser.add_argument(flag, **kw)
+
+
+def add_deferred_args(parser: argparse.ArgumentParser) -> None:
+    """Add the options that `add_dataclass_args` deferred on this parser (if any)."""
+    deferred = parser.get_default("_deferred_args")
+    if deferred:
+        parser.set_defaults(_deferred_args=None)
+        add_dataclass_args(parser, deferred[0](), deferred[1])
 
 
 _KIND = {int: "an integer", float: "a number", bool: "true or false", str: "a string", Path: "a path"}

@@ -13,6 +13,7 @@ and a planner that reads items with `weights_only=True`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -28,10 +29,6 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint._traverse import set_element
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
 from .errors import XlmrError
 from .train import LoopState
@@ -75,7 +72,9 @@ class _MetadataUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         value = None
         if module == _METADATA_MODULE and not name.startswith("__"):
-            value = getattr(dcp.metadata, name, None)
+            import torch.distributed.checkpoint.metadata as metadata
+
+            value = getattr(metadata, name, None)
             value = value if isinstance(value, type) else None  # its dataclasses and enums only
         elif module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
             value = getattr(torch, name)
@@ -87,48 +86,59 @@ class _MetadataUnpickler(pickle.Unpickler):
         return value
 
 
-class _SafeReader(dcp.FileSystemReader):
-    """FileSystemReader whose metadata comes from `_MetadataUnpickler`. The metadata is read once,
-    up front by `read`, so a refusal is raised here rather than logged and wrapped inside DCP."""
+@functools.cache
+def _safe_classes():
+    """(_SafeReader, _SafePlanner), defined on first use: torch.distributed.checkpoint takes seconds to
+    import, and the CLI imports this module to build its parser."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint._traverse import set_element
 
-    def __init__(self, path: str | os.PathLike):
-        super().__init__(str(path))
-        meta_path = Path(self._get_metadata_path())
-        try:
-            with open(meta_path, "rb") as f:
-                metadata = _MetadataUnpickler(f, str(meta_path)).load()
-        except UnsafeCheckpoint:
-            raise
-        except Exception as e:
-            raise UnsafeCheckpoint(f"{meta_path}: not a readable checkpoint metadata file "
-                                   f"({type(e).__name__})") from None
-        if not isinstance(metadata, dcp.metadata.Metadata):
-            raise UnsafeCheckpoint(f"{meta_path}: holds a {type(metadata).__name__}, not checkpoint metadata")
-        self._metadata = metadata
+    class _SafeReader(dcp.FileSystemReader):
+        """FileSystemReader whose metadata comes from `_MetadataUnpickler`. The metadata is read once,
+        up front by `read`, so a refusal is raised here rather than logged and wrapped inside DCP."""
 
-    def read_metadata(self, *args, **kwargs):
-        metadata = self._metadata
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = dcp.metadata.StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
+        def __init__(self, path: str | os.PathLike):
+            super().__init__(str(path))
+            meta_path = Path(self._get_metadata_path())
+            try:
+                with open(meta_path, "rb") as f:
+                    metadata = _MetadataUnpickler(f, str(meta_path)).load()
+            except UnsafeCheckpoint:
+                raise
+            except Exception as e:
+                raise UnsafeCheckpoint(f"{meta_path}: not a readable checkpoint metadata file "
+                                       f"({type(e).__name__})") from None
+            if not isinstance(metadata, dcp.metadata.Metadata):
+                raise UnsafeCheckpoint(f"{meta_path}: holds a {type(metadata).__name__}, not checkpoint metadata")
+            self._metadata = metadata
+
+        def read_metadata(self, *args, **kwargs):
+            metadata = self._metadata
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = dcp.metadata.StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
 
 
-class _SafePlanner(dcp.DefaultLoadPlanner):
-    def load_bytes(self, read_item, value: io.BytesIO) -> None:
-        try:
-            obj = torch.load(value, weights_only=True)
-        except Exception as e:
-            raise UnsafeCheckpoint(f"checkpoint item {read_item.dest_index.fqn!r} cannot be read safely "
-                                   f"({type(e).__name__})") from None
-        if self.flatten_state_dict:
-            set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
-        else:
-            self.state_dict[read_item.dest_index.fqn] = obj
+    class _SafePlanner(dcp.DefaultLoadPlanner):
+        def load_bytes(self, read_item, value: io.BytesIO) -> None:
+            try:
+                obj = torch.load(value, weights_only=True)
+            except Exception as e:
+                raise UnsafeCheckpoint(f"checkpoint item {read_item.dest_index.fqn!r} cannot be read safely "
+                                       f"({type(e).__name__})") from None
+            if self.flatten_state_dict:
+                set_element(self.original_state_dict, self.mappings[read_item.dest_index.fqn], obj)
+            else:
+                self.state_dict[read_item.dest_index.fqn] = obj
+
+    return _SafeReader, _SafePlanner
 
 
 def _first_failure(e: BaseException) -> BaseException:
     """The exception a rank raised inside DCP (which wraps them all in a CheckpointException)."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
     if isinstance(e, CheckpointException):
         for failure in e.failures.values():
             inner = failure[0] if isinstance(failure, tuple) else failure
@@ -141,9 +151,13 @@ def read(state_dict: dict, path: str | os.PathLike) -> None:
     """Load a DCP checkpoint directory into `state_dict` in place, running no code from its files.
     Raises UnsafeCheckpoint naming the file when the metadata holds anything else, and
     DamagedCheckpoint when DCP fails to read it."""
-    reader = _SafeReader(path)
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    reader_class, planner_class = _safe_classes()
+    reader = reader_class(path)
     try:  # CheckpointException derives from BaseException: `except Exception` would miss it
-        _quiet(dcp.load, state_dict, storage_reader=reader, planner=_SafePlanner())
+        _quiet(dcp.load, state_dict, storage_reader=reader, planner=planner_class())
     except CheckpointException as e:
         inner = _first_failure(e)
         if isinstance(inner, XlmrError):
@@ -193,6 +207,10 @@ def _barrier() -> None:
 def save(root: str | os.PathLike, step: int, model, optimizers: list, state: dict, keep: int = 3) -> Path:
     """Save model + optimizers (DCP, every rank its shard), `state` (JSON, rank 0) and last the
     manifest as step_N, then rename it into place and delete all but the newest `keep`."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     root = Path(root)
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f"{PREFIX}{step:08d}.tmp"
@@ -300,6 +318,8 @@ def _read_state(path: Path) -> dict:
 
 
 def _load(path: Path, model, optimizers: list, accept: Callable[[dict], object]):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
     verify(path)
     state = _read_state(path)
     msd, osd = get_state_dict(model, _with_sparse_state(optimizers))

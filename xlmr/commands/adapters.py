@@ -5,9 +5,13 @@ from __future__ import annotations
 from ..options import add_command, add_dataclass_args, build
 
 
-def register(sub) -> None:
-    from ..adapt_language import AdaptLanguageConfig
+def _adaptlanguageconfig():
+    from ..adapt_language import AdaptLanguageConfig  # torch and more: imported only when this command runs
 
+    return AdaptLanguageConfig
+
+
+def register(sub) -> None:
     p = add_command(sub, "merge", "fold a LoRA (or BitFit) adapter into the base weights: a plain HF checkpoint",
                     "xlmr merge --model base_dir --adapter runs/ner-lora/best --out merged/")
     p.add_argument("--model", default=None, help="base checkpoint (default: the one the adapter names)")
@@ -18,7 +22,7 @@ def register(sub) -> None:
     p = add_command(sub, "adapt-language", "train a MAD-X language adapter with MLM on raw text",
                     "xlmr adapt-language --model base_dir --corpus corpus/deu_Latn.txt --language de --out ad/de")
     p.add_argument("--config", default=None, help="YAML file with any of these options")
-    add_dataclass_args(p, AdaptLanguageConfig)
+    add_dataclass_args(p, _adaptlanguageconfig)
     p.set_defaults(func=run_adapt_language)
 
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 from ..options import add_command, add_dataclass_args, build
 
 
-def register(sub) -> None:
-    from ..finetune import FinetuneConfig
+def _finetuneconfig():
+    from ..finetune import FinetuneConfig  # torch and more: imported only when this command runs
 
+    return FinetuneConfig
+
+
+def register(sub) -> None:
     p = add_command(sub, "finetune", "fine-tune for NER, POS or classification and evaluate cross-lingually",
                     "xlmr finetune --model DIR --task ner --train en/train.conll --dev en/dev.conll "
                     "--test de=de/test.conll fr=fr/test.conll --out runs/ner")
     p.add_argument("--config", default=None, help="YAML file with any of these options")
-    add_dataclass_args(p, FinetuneConfig)
+    add_dataclass_args(p, _finetuneconfig)
     p.set_defaults(func=run_finetune)
 
     p = add_command(sub, "evaluate", "evaluate a fine-tuned model on test sets, one row per language",

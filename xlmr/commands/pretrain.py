@@ -5,14 +5,18 @@ from __future__ import annotations
 from ..options import add_command, add_dataclass_args, build
 
 
-def register(sub) -> None:
-    from ..pretrain import PretrainConfig
+def _pretrainconfig():
+    from ..pretrain import PretrainConfig  # torch and more: imported only when this command runs
 
+    return PretrainConfig
+
+
+def register(sub) -> None:
     p = add_command(sub, "pretrain", "pretrain an encoder with masked language modelling (torchrun for many "
                     "processes)", "xlmr pretrain --data runs/data --tokenizer runs/tok --preset small "
                     "--max-steps 2000 --out runs/pretrain")
     p.add_argument("--config", default=None, help="YAML file with any of these options")
-    add_dataclass_args(p, PretrainConfig)
+    add_dataclass_args(p, _pretrainconfig)
     p.set_defaults(func=run_pretrain)
 
     p = add_command(sub, "export", "turn a pretraining checkpoint into a transformers-loadable directory",

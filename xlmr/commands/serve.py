@@ -5,13 +5,17 @@ from __future__ import annotations
 from ..options import add_command, add_dataclass_args, build
 
 
-def register(sub) -> None:
-    from ..serve import ServeConfig
+def _serveconfig():
+    from ..serve import ServeConfig  # torch and more: imported only when this command runs
 
+    return ServeConfig
+
+
+def register(sub) -> None:
     p = add_command(sub, "serve", "serve a fine-tuned model over HTTP (micro-batching, limits, metrics, web page)",
                     "xlmr serve --model runs/ner/best --port 8000 --backend onnx --quantize int8")
     p.add_argument("--config", default=None, help="YAML file with any of these options")
-    add_dataclass_args(p, ServeConfig)
+    add_dataclass_args(p, _serveconfig)
     p.set_defaults(func=run_serve)
 
     p = add_command(sub, "export-onnx", "export a fine-tuned model to ONNX (checked against PyTorch)",
