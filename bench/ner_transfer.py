@@ -49,10 +49,10 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-def test_sets(data: str) -> dict[str, tuple[str, int]]:
-    """language -> (test file, how many sentences to use; 0: all)."""
-    sets = {lang: (f"{data}/wikiann/{lang}/test.conll", 2000) for lang in WIKIANN}
-    sets.update({lang: (f"{data}/masakhaner2/{lang}/test.conll", 2000) for lang in MASAKHA})
+def test_sets(data: str, n: int) -> dict[str, tuple[str, int]]:
+    """language -> (test file, how many of its first sentences to use)."""
+    sets = {lang: (f"{data}/wikiann/{lang}/test.conll", n) for lang in WIKIANN}
+    sets.update({lang: (f"{data}/masakhaner2/{lang}/test.conll", n) for lang in MASAKHA})
     return sets
 
 
@@ -79,10 +79,10 @@ def run_xlmr(args, model: str, out: Path) -> dict:
         return result
 
     ft.train = timed_train
-    sets = test_sets(args.data)
+    sets = test_sets(args.data, args.test_n)
     cfg = ft.FinetuneConfig(model=model, task="ner", train=f"{args.data}/wikiann/en/train.conll",
                             test=[f"{lang}={path}" for lang, (path, _) in sets.items()], out=str(out),
-                            max_train=args.train_n, max_eval=2000, epochs=args.epochs, batch_size=32, lr=5e-5,
+                            max_train=args.train_n, max_eval=args.test_n, epochs=args.epochs, batch_size=32, lr=5e-5,
                             warmup=0.1, weight_decay=0.01, seed=0, max_length=128, progress=False,
                             threads=args.threads, bf16=False, unseen_labels="outside")
     summary = ft.finetune(cfg)
@@ -130,7 +130,7 @@ def run_hf(args, model: str, out: Path) -> dict:
     result = trainer.train()
     wall, cpu = time.perf_counter() - w, time.process_time() - c
     f1 = {}
-    for lang, (path, n) in test_sets(args.data).items():
+    for lang, (path, n) in test_sets(args.data, args.test_n).items():
         test = task.read(path)
         pred = trainer.predict(encode(test[:n]))  # rows may be reordered: use its label_ids
         y_true, y_pred = [], []
@@ -239,6 +239,7 @@ def main() -> None:
     ap.add_argument("--model", default="multilingual-e5-small")
     ap.add_argument("--sides", default="hf,xlmr,floor", help="which sides run, in this order")
     ap.add_argument("--train-n", type=int, default=5000)
+    ap.add_argument("--test-n", type=int, default=2000, help="the first N sentences of each test set")
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the results here")
@@ -252,7 +253,8 @@ def main() -> None:
     for side in args.sides.split(","):
         print(f"running {side} ...", file=sys.stderr, flush=True)
         cmd = [sys.executable, __file__, "--side", side, "--data", args.data, "--model", args.model,
-               "--train-n", str(args.train_n), "--epochs", str(args.epochs), "--threads", str(args.threads)]
+               "--train-n", str(args.train_n), "--test-n", str(args.test_n), "--epochs", str(args.epochs),
+               "--threads", str(args.threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         if proc.returncode:
             sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
