@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,16 +36,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from sides import peak_rss_mb, run_sides, timed_xlmr_train  # noqa: E402
+
 DATA = os.environ.get("XLMR_DATA", str(ROOT.parent / "shared" / "data"))
 WIKIANN = ("en", "de", "fr", "nl")
 MASAKHA = ("hau", "ibo", "kin", "swa", "yor")
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def test_sets(data: str, n: int) -> dict[str, tuple[str, int]]:
@@ -70,22 +64,14 @@ def run_xlmr(args, model: str, out: Path) -> dict:
     import xlmr.finetune as ft
 
     timing = {}
-    real_train = ft.train
-
-    def timed_train(*a, **kw):  # the training loop alone, as HF's trainer.train()
-        w, c = time.perf_counter(), time.process_time()
-        result = real_train(*a, **kw)
-        timing["wall"], timing["cpu"] = time.perf_counter() - w, time.process_time() - c
-        return result
-
-    ft.train = timed_train
     sets = test_sets(args.data, args.test_n)
     cfg = ft.FinetuneConfig(model=model, task="ner", train=f"{args.data}/wikiann/en/train.conll",
                             test=[f"{lang}={path}" for lang, (path, _) in sets.items()], out=str(out),
                             max_train=args.train_n, max_eval=args.test_n, epochs=args.epochs, batch_size=32, lr=5e-5,
                             warmup=0.1, weight_decay=0.01, seed=0, max_length=128, progress=False,
                             threads=args.threads, bf16=False, unseen_labels="outside")
-    summary = ft.finetune(cfg)
+    with timed_xlmr_train(timing):
+        summary = ft.finetune(cfg)
     f1 = {lang: m["f1"] for lang, m in summary["test"].items()}
     return {"f1": f1, "steps": summary["steps"], "train_wall_s": timing["wall"], "train_cpu_s": timing["cpu"]}
 
@@ -147,9 +133,9 @@ def run_floor(args, model: str, out: Path) -> dict:
     import torch
 
     from xlmr.batching import length_grouped_batches
-    from xlmr.checkpoint import load
+    from xlmr.checkpoint import read_config
 
-    cfg = load(model).config
+    cfg = read_config(Path(model))[0]  # the shapes only: no weights
     _, _, feats = train_features(args, model)
     lengths = [len(f) for f in feats]
     D, F, H, L = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_hidden_layers
@@ -158,8 +144,7 @@ def run_floor(args, model: str, out: Path) -> dict:
     for epoch in range(epochs):
         shapes += [(len(b), max(lengths[i] for i in b)) for b in length_grouped_batches(lengths, 32, 0, 0, epoch)]
     shapes = shapes[:int(round(len(shapes) * args.epochs / epochs))]
-    weights = {(D, 3 * D): None, (D, D): None, (D, F): None, (F, D): None}
-    weights = {k: torch.randn(*k) for k in weights}
+    weights = {k: torch.randn(*k) for k in [(D, 3 * D), (D, D), (D, F), (F, D)]}  # (in, out) of each linear
 
     def step(B, T):
         N = B * T
@@ -249,16 +234,10 @@ def main() -> None:
         return child(args)
     if not Path(args.data, "wikiann", "en", "train.conll").is_file():
         sys.exit(f"no WikiANN data under {args.data} (see --data)")
-    results = {}
-    for side in args.sides.split(","):
-        print(f"running {side} ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, __file__, "--side", side, "--data", args.data, "--model", args.model,
-               "--train-n", str(args.train_n), "--test-n", str(args.test_n), "--epochs", str(args.epochs),
-               "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-        if proc.returncode:
-            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
-        results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+    argv = ["--data", args.data, "--model", args.model,
+            "--train-n", str(args.train_n), "--test-n", str(args.test_n), "--epochs", str(args.epochs),
+            "--threads", str(args.threads)]
+    results = run_sides(__file__, args.sides.split(","), argv, args.threads)
     report(args, results)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), **results}, indent=2) + "\n")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,16 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from sides import peak_rss_mb, run_sides, timed_xlmr_train  # noqa: E402
+
 DATA = os.path.join(os.environ.get("XLMR_DATA", str(ROOT.parent / "shared" / "data")), "sib200")
 SOURCE = "eng_Latn"
 LORA = {"peft": "lora", "lora_r": 16, "lora_target": ["query", "key", "value", "dense"], "embeddings": "frozen"}
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def languages(data: str) -> list[str]:
@@ -53,21 +47,13 @@ def run_xlmr(args, model: str, out: Path, peft: str) -> dict:
     import xlmr.finetune as ft
 
     timing = {}
-    real_train = ft.train
-
-    def timed_train(*a, **kw):  # the training loop alone, as HF's trainer.train()
-        w, c = time.perf_counter(), time.process_time()
-        result = real_train(*a, **kw)
-        timing["wall"], timing["cpu"] = time.perf_counter() - w, time.process_time() - c
-        return result
-
-    ft.train = timed_train
     method = {**LORA, "lr": args.lora_lr} if peft == "lora" else {"lr": args.lr}
     cfg = ft.FinetuneConfig(model=model, task="classify", train=f"{args.data}/{SOURCE}/train.tsv",
                             test=[f"{lang}={args.data}/{lang}/test.tsv" for lang in languages(args.data)],
                             out=str(out), epochs=args.epochs, batch_size=32, warmup=0.1, weight_decay=0.01,
                             seed=0, max_length=128, progress=False, threads=args.threads, **method)
-    summary = ft.finetune(cfg)
+    with timed_xlmr_train(timing):
+        summary = ft.finetune(cfg)
     acc = {lang: m["accuracy"] for lang, m in summary["test"].items()}
     return {"accuracy": acc, "steps": summary["steps"], "train_wall_s": timing["wall"], "train_cpu_s": timing["cpu"]}
 
@@ -150,16 +136,10 @@ def main() -> None:
         return child(args)
     if not Path(args.data, SOURCE, "train.tsv").is_file():
         sys.exit(f"no SIB-200 data at {args.data} (see --data)")
-    results = {}
-    for side in args.sides.split(","):
-        print(f"running {side} ...", file=sys.stderr, flush=True)
-        cmd = [sys.executable, __file__, "--side", side, "--data", args.data, "--model", args.model,
-               "--epochs", str(args.epochs), "--lr", str(args.lr), "--lora-lr", str(args.lora_lr),
-               "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
-        if proc.returncode:
-            sys.exit(f"{side} failed:\n{proc.stderr[-3000:]}")
-        results[side] = json.loads(proc.stdout.strip().splitlines()[-1])
+    argv = ["--data", args.data, "--model", args.model,
+            "--epochs", str(args.epochs), "--lr", str(args.lr), "--lora-lr", str(args.lora_lr),
+            "--threads", str(args.threads)]
+    results = run_sides(__file__, args.sides.split(","), argv, args.threads)
     langs = sorted(next(iter(results.values()))["accuracy"])
     print(f"\nSIB-200, {args.model}: trained on {SOURCE}, {args.epochs:g} epochs, batch 32, lr {args.lr:g} "
           f"(LoRA {args.lora_lr:g}), {args.threads} thread(s)\n")
