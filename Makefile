@@ -38,8 +38,11 @@ browser:
 		|| echo "xlmr: could not install chromium (offline?); the browser test will skip"; \
 	fi
 
+# Two pytest workers (pytest-xdist), one torch thread each: the small tests are bound by Python, not
+# by matrix products, so two processes finish sooner than one process with two threads.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed-test browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m benchmark
