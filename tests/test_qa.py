@@ -2,13 +2,12 @@
 windows over long contexts, bad SQuAD files, and `xlmr predict` against the question-answering pipeline.
 
 The tiny models are random BERTs (hidden 32, 2 layers) with the MiniLM tokenizer; the long-context
-model has two weights set by hand so that one word ("zebra") gets the top start and end logits
-wherever it stands: found only if the window that holds it exists.
+model has two weights set by hand (serve_models.tiny_finetuned, favour="zebra") so that one word gets
+the top start and end logits wherever it stands: found only if the window that holds it exists.
 """
 
 import json
 import math
-import shutil
 
 import pytest
 import torch
@@ -16,12 +15,12 @@ import torch
 import xlmr
 from xlmr.cli import main
 from xlmr.errors import XlmrError
-from xlmr.model import Config, Model
 from xlmr.tasks import get_task
 from xlmr.tasks.qa import QaExample, squad_scores, window_starts
 from xlmr.tokenizer import Tokenizer
 
 from helpers import hf_config, padded_batch
+from serve_models import tiny_finetuned
 
 T = pytest.importorskip("transformers")
 FILL = "river city house tree garden bridge market school mountain road lake field".split()
@@ -118,31 +117,9 @@ def test_bad_squad_file_is_one_line_and_exit_2(qa_model, tmp_path, capsys):
 
 # -- long contexts -----------------------------------------------------------------------------
 
-def tiny_qa(directory, minilm_dir, zebra: bool = False, seed: int = 0):
-    """A random tiny BERT QA model saved as `xlmr finetune` saves one. `zebra`: its word embedding and
-    the start/end weights point the same way, so that the zebra token wins both logits."""
-    torch.manual_seed(seed)
-    tok = Tokenizer.from_pretrained(minilm_dir)
-    cfg = Config(model_type="bert", vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2,
-                 num_attention_heads=4, intermediate_size=37, max_position_embeddings=512, type_vocab_size=2,
-                 pad_token_id=0, layer_norm_eps=1e-12)
-    model = Model(cfg, "qa").eval()
-    if zebra:
-        v = torch.nn.functional.normalize(torch.randn(32), dim=0)
-        with torch.no_grad():
-            model.bert.embeddings.word_embeddings.weight[tok.convert_tokens_to_ids(["zebra"])[0]] = 20 * v
-            model.qa_outputs.weight.copy_(torch.stack([v, v]))
-    xlmr.save(model, directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
-        shutil.copyfile(minilm_dir / name, directory / name)
-    info = {"task": "qa", "options": {}, "max_length": 128, "stride": 32}
-    (directory / "xlmr_task.json").write_text(json.dumps(info), encoding="utf-8")
-    return directory
-
-
 @pytest.fixture(scope="module")
 def qa_model(tmp_path_factory, minilm_dir):
-    return tiny_qa(tmp_path_factory.mktemp("qa") / "model", minilm_dir)
+    return tiny_finetuned(tmp_path_factory.mktemp("qa") / "model", "qa", minilm_dir)
 
 
 def long_context(at: int = 850, n: int = 1000) -> tuple[str, int]:
@@ -171,7 +148,7 @@ def test_windows_cover_every_context_token_and_label_the_answer(minilm_dir):
 
 
 def test_answer_beyond_the_first_window_is_found(tmp_path, minilm_dir):
-    model = tiny_qa(tmp_path / "zebra", minilm_dir, zebra=True)
+    model = tiny_finetuned(tmp_path / "zebra", "qa", minilm_dir, favour="zebra")
     context, start = long_context()
     inp = tmp_path / "in.jsonl"
     inp.write_text(json.dumps({"question": "which animal is here?", "context": context}) + "\n", encoding="utf-8")

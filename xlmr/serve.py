@@ -372,15 +372,16 @@ def create_app(cfg: ServeConfig, predictor=None):
 
     def predict(items: list) -> list[dict]:
         """Texts, or (text, pair) tuples -> one JSON answer each; blank texts are answered without the model."""
-        pairs = [i[1] if isinstance(i, tuple) else None for i in items]
+        if not any(isinstance(i, tuple) for i in items):
+            return predictor(items)
         return predictor([i[0] if isinstance(i, tuple) else i for i in items],
-                         pairs if any(p is not None for p in pairs) else None)
+                         [i[1] if isinstance(i, tuple) else None for i in items])
 
     # Warm up with full batches of growing length, so that the allocator reaches its working set
     # before traffic (RSS then stays flat under load) and the first requests are not slow.
     for words in (1, 8, 32, 128):
         warm = " ".join(["Warm"] * words)
-        predict([(warm, warm) if task.pair_required else warm] * cfg.max_batch)
+        predict([("Warm?", warm) if task.pair_required else warm] * cfg.max_batch)
     info = {"model": str(cfg.model), "task": task.name, "labels": list(task.labels), "backend": cfg.backend,
             "quantize": cfg.quantize, "pairs": task.pair_required}
     page = (STATIC / "index.html").read_text(encoding="utf-8")
