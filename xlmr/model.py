@@ -448,10 +448,11 @@ class Model(nn.Module):
 
     forward(input_ids, attention_mask=None, token_type_ids=None, positions=None) -> Tensor:
       base: hidden states (B, T, D); mlm: logits (B, T, V); sequence: (B, num_labels);
-      token: (B, T, num_labels); qa: (B, T, 2), start and end logits (HF's `qa_outputs`, no dropout,
-      split as start_logits = out[..., 0], end_logits = out[..., 1]). With flat `positions` (indices into B*T; base, mlm and token heads)
-      the output is (N, ...) at those rows only, and the last layer's output projection, FFN and the
-      head run only there: the same values, without the work for rows nobody reads (training loss).
+      token: (B, T, num_labels); qa: (B, T, 2), start and end logits (HF's `qa_outputs`, no dropout;
+      start_logits = out[..., 0], end_logits = out[..., 1]). With flat `positions` (indices into B*T;
+      every head but 'sequence') the output is (N, ...) at those rows only, and the last layer's output
+      projection, FFN and the head run only there: the same values, without the work for rows nobody
+      reads (training loss).
       The sequence head with "cls" pooling always does this at each row's first token, the only one it reads.
     """
 

@@ -121,7 +121,8 @@ def read_squad(path) -> list[QaExample]:
     seen: dict[str, str] = {}
     for ex in out:
         if ex.id:
-            _need(ex.id not in seen, f"{ex.path}: {ex.record}", f"question id {ex.id!r} already used at {seen.get(ex.id)}")
+            _need(ex.id not in seen, f"{ex.path}: {ex.record}",
+                  f"question id {ex.id!r} already used at {seen.get(ex.id)}")
             seen[ex.id] = ex.record
     return out
 
