@@ -192,3 +192,33 @@ def test_predict_agrees_with_question_answering_pipeline(qa_model, tmp_path):
                    max_seq_len=128, doc_stride=32) for q in qs]
     assert [(o["answer"], o["start"], o["end"]) for o in ours] == [(t["answer"], t["start"], t["end"]) for t in theirs]
     assert len({o["answer"] for o in ours}) > 5  # answers vary: not one span everywhere
+
+
+# -- fine-tuning end to end --------------------------------------------------------------------
+
+def test_finetune_qa_learns_and_writes_its_reports(qa_model, tmp_path):
+    import random
+
+    rng = random.Random(0)
+    names = ["anna", "peter", "maria", "john"]
+
+    def paragraph(i):
+        name = rng.choice(names)
+        before = " ".join(rng.choice(FILL) for _ in range(rng.randint(2, 8)))
+        context = f"{before} {name} {' '.join(rng.choice(FILL) for _ in range(rng.randint(2, 8)))}."
+        return {"context": context, "qas": [{"id": f"q{i}", "question": "who is it?",
+                                             "answers": [{"text": name, "answer_start": len(before) + 1}]}]}
+
+    train = squad_file(tmp_path / "train.json", [paragraph(i) for i in range(48)])
+    test = squad_file(tmp_path / "test.json", [paragraph(100 + i) for i in range(12)])
+    out = tmp_path / "run"
+    assert main(["finetune", "--model", str(qa_model), "--task", "qa", "--train", str(train), "--test",
+                 f"en={test}", "--out", str(out), "--epochs", "4", "--batch-size", "8", "--lr", "3e-3", "--warmup",
+                 "0", "--no-progress", "--threads", "1"]) == 0
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert len(losses) >= 2 and losses[-1] < 0.6 * losses[0]  # the loss falls
+    results = json.loads((out / "results.json").read_text())["languages"]["en"]
+    assert results["f1"] >= 75 and results["questions"] == 12  # names found in unseen contexts
+    answers = json.loads((out / "predictions_en.json").read_text())
+    assert set(answers) == {f"q{100 + i}" for i in range(12)} and "exact_match" in (out / "report.md").read_text()
+    assert json.loads((out / "best" / "config.json").read_text())["architectures"] == ["BertForQuestionAnswering"]
