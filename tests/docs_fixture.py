@@ -30,8 +30,24 @@ def _conll(path: Path, n: int, rng: random.Random, date: bool = False) -> None:
     path.write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
 
 
+def _squad(path: Path, n: int, rng: random.Random) -> None:
+    """A SQuAD v1.1 file: n paragraphs, each with two questions whose answers are names in the context."""
+    import json
+
+    paragraphs = []
+    for _ in range(n):
+        kind = rng.choice(list(NAMES))
+        name = rng.choice(NAMES[kind])
+        before = " ".join(_word(rng) for _ in range(rng.randint(3, 12)))
+        context = f"{before} {name} {' '.join(_word(rng) for _ in range(rng.randint(3, 12)))}."
+        qas = [{"id": f"{path.parent.name}-{len(paragraphs)}-{k}", "question": f"{q} {_word(rng)}?",
+                "answers": [{"text": name, "answer_start": len(before) + 1}]} for k, q in enumerate(("who", "which"))]
+        paragraphs.append({"context": context, "qas": qas})
+    path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}), encoding="utf-8")
+
+
 def make_shared(root: Path, seed: int = 0) -> Path:
-    """Write the fake tree under `root` (data/wikiann, data/sib200, data/masakhaner2, corpus)."""
+    """Write the fake tree under `root` (data/wikiann, data/sib200, data/masakhaner2, data/xquad, corpus)."""
     rng = random.Random(seed)
     for lang in ("en", "de", "fr", "nl"):
         d = root / "data" / "wikiann" / lang
@@ -57,6 +73,12 @@ def make_shared(root: Path, seed: int = 0) -> Path:
                 lines.append(f"{idx}\t{label}\t{text}")
                 idx += 1
             (d / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    qa_rng = random.Random(seed + 1)  # its own stream: the files above and below stay as they were
+    for lang in ("en", "de", "zh"):
+        d = root / "data" / "xquad" / lang
+        d.mkdir(parents=True)
+        for split, n in (("train", 6), ("test", 2)):
+            _squad(d / f"{split}.json", n, qa_rng)
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
     for name in ("eng_Latn", "deu_Latn", "fra_Latn", "debian_deu_Latn", "swh_Latn", "yor_Latn", "nld_Latn"):

@@ -14,15 +14,15 @@ CLASSES = ["entertainment", "geography", "health", "politics", "science/technolo
 
 
 def tiny_model(task: str, family: str = "bert", vocab_size: int = 30522, seed: int = 0) -> Model:
-    """A random 2-layer model with a sequence (classify) or token (ner) head; positions up to 512."""
+    """A random 2-layer model with a sequence (classify), token (ner) or qa head; positions up to 512."""
     torch.manual_seed(seed)
     labels = NER_LABELS if task == "ner" else CLASSES
     bert = family == "bert"
     config = Config(model_type=family, vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
                     num_attention_heads=4, intermediate_size=37, max_position_embeddings=512 if bert else 514,
                     type_vocab_size=2 if bert else 1, pad_token_id=0 if bert else 1,
-                    layer_norm_eps=1e-12 if bert else 1e-5, id2label=dict(enumerate(labels)))
-    return Model(config, "token" if task == "ner" else "sequence").eval()
+                    layer_norm_eps=1e-12 if bert else 1e-5, id2label={} if task == "qa" else dict(enumerate(labels)))
+    return Model(config, {"ner": "token", "qa": "qa"}.get(task, "sequence")).eval()
 
 
 def tiny_finetuned(directory: Path, task: str, tokenizer_dir: str | None = None, family: str = "bert",
@@ -30,10 +30,18 @@ def tiny_finetuned(directory: Path, task: str, tokenizer_dir: str | None = None,
     """Save a tiny model as `xlmr finetune` does (weights, tokenizer files, xlmr_task.json).
 
     `favour` biases the classifier towards one label so that predictions are predictable
-    (e.g. 'B-PER' makes every word a person).
+    (e.g. 'B-PER' makes every word a person); for qa, it names a word that becomes every answer.
     """
     model = tiny_model(task, family)
-    if favour:
+    if favour and task == "qa":  # favour a word: its embedding and the start/end weights point one way
+        from xlmr.tokenizer import Tokenizer
+
+        v = torch.nn.functional.normalize(torch.randn(model.config.hidden_size), dim=0)
+        with torch.no_grad():
+            word = Tokenizer.from_pretrained(tokenizer_dir).convert_tokens_to_ids([favour])[0]
+            model.bert.embeddings.word_embeddings.weight[word] = 20 * v
+            model.qa_outputs.weight.copy_(torch.stack([v, v]))
+    elif favour:
         with torch.no_grad():
             head = model.classifier.out_proj if hasattr(model.classifier, "out_proj") else model.classifier
             head.bias[model.config.label2id[favour]] = 10.0

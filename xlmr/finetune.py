@@ -29,7 +29,7 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     """What `xlmr finetune` takes: data, task and model options on top of TrainConfig."""
 
     model: str = field(default="", metadata={"help": "checkpoint directory or hub name"})
-    task: str = field(default="ner", metadata={"help": "ner, classify or pos"})
+    task: str = field(default="ner", metadata={"help": "ner, classify, pos or qa (or a registered task)"})
     train: str = field(default="", metadata={"help": "training file"})
     dev: str = field(default="", metadata={"help": "dev file (keeps the best checkpoint by its metric)"})
     test: list[str] = field(default_factory=list, metadata={"help": "test sets as LANG=PATH"})
@@ -38,7 +38,7 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
                 "warning and a line in report.md"})
     out: str = field(default="runs/finetune", metadata={"help": "output directory"})
     max_length: int = field(default=MAX_LENGTH, metadata={"min": 1, "help": "max tokens per row (longer inputs: windows)"})
-    stride: int = field(default=STRIDE, metadata={"help": "overlap of NER/POS windows, in subwords"})
+    stride: int = field(default=STRIDE, metadata={"help": "overlap of NER/POS windows and of QA context windows, in subwords"})
     batch_size: int = field(default=32, metadata={"min": 1, "help": "rows per batch"})
     max_tokens: int = field(default=0, metadata={"help": "padded tokens per batch (0: no cap)"})
     max_train: int = field(default=0, metadata={"help": "use only the first N training examples (0: all)"})

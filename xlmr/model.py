@@ -18,7 +18,7 @@ from torch import nn
 
 Family = Literal["xlm-roberta", "roberta", "bert"]
 PositionType = Literal["learned", "sinusoidal", "continuous_sinusoidal", "rotary"]
-HeadType = Literal["base", "mlm", "sequence", "token"]
+HeadType = Literal["base", "mlm", "sequence", "token", "qa"]
 Pooling = Literal["cls", "mean"]
 
 
@@ -444,13 +444,15 @@ class ClassificationHead(nn.Module):
 
 
 class Model(nn.Module):
-    """An encoder with one head. `head` is 'base', 'mlm', 'sequence' or 'token'.
+    """An encoder with one head. `head` is 'base', 'mlm', 'sequence', 'token' or 'qa'.
 
     forward(input_ids, attention_mask=None, token_type_ids=None, positions=None) -> Tensor:
       base: hidden states (B, T, D); mlm: logits (B, T, V); sequence: (B, num_labels);
-      token: (B, T, num_labels). With flat `positions` (indices into B*T; base, mlm and token heads)
-      the output is (N, ...) at those rows only, and the last layer's output projection, FFN and the
-      head run only there: the same values, without the work for rows nobody reads (training loss).
+      token: (B, T, num_labels); qa: (B, T, 2), start and end logits (HF's `qa_outputs`, no dropout;
+      start_logits = out[..., 0], end_logits = out[..., 1]). With flat `positions` (indices into B*T;
+      every head but 'sequence') the output is (N, ...) at those rows only, and the last layer's output
+      projection, FFN and the head run only there: the same values, without the work for rows nobody
+      reads (training loss).
       The sequence head with "cls" pooling always does this at each row's first token, the only one it reads.
     """
 
@@ -476,6 +478,8 @@ class Model(nn.Module):
         elif head == "token":
             self.dropout = Dropout(p)
             self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        elif head == "qa":
+            self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.init_weights()
         self.tie_weights()
 
@@ -548,4 +552,6 @@ class Model(nn.Module):
             return h[:n]
         if self.head == "mlm":
             return self.mlm_head(h)[:n]
+        if self.head == "qa":
+            return self.qa_outputs(h)[:n]
         return self.classifier(self.dropout(h))[:n]  # token

@@ -1,4 +1,4 @@
-"""Batched prediction for fine-tuned models: labels and probabilities, or entities with offsets."""
+"""Batched prediction for fine-tuned models: labels and probabilities, entities or answers with offsets."""
 
 from __future__ import annotations
 
@@ -56,7 +56,8 @@ class Predictor:
 
 
 def read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:
-    """One input per line of the file: text lines, or JSONL objects with "text" (and optional "text_pair").
+    """One input per line of the file: text lines, or JSONL objects with "text" (and optional "text_pair"),
+    or with "question" and "context" (question answering: the question is the text, the context its pair).
 
     Lines are split on \\n only, so a U+2028 or U+0085 inside a line stays part of its text. A blank
     line is an empty text (an empty prediction), so that output line i answers input line i.
@@ -70,10 +71,15 @@ def read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:
         pair = None
         if p.suffix == ".jsonl" and line.strip():
             obj = json_object(p, n, line)
-            line, pair = obj.get("text"), obj.get("text_pair")
+            if "question" in obj and "text" not in obj:  # question answering: "question" and "context"
+                line, pair = obj.get("question"), obj.get("context")
+                if not isinstance(line, str) or not isinstance(pair, str):
+                    raise XlmrError(f'{p}:{n}: expected a "question" string and a "context" string')
+            else:
+                line, pair = obj.get("text"), obj.get("text_pair")
             if not isinstance(line, str) or not isinstance(pair, (str, type(None))):
                 raise XlmrError(f'{p}:{n}: expected an object with a "text" string (and an optional "text_pair" '
-                                f'string)')
+                                f'string), or "question" and "context" strings')
         elif p.suffix == ".jsonl":
             line = ""
         texts.append(line)

@@ -1,6 +1,6 @@
 """`xlmr serve`: a fine-tuned model behind HTTP, with micro-batching, limits and graceful shutdown.
 
-Endpoints: POST /v1/predict {"texts": [...]}, GET /healthz, GET /metrics (Prometheus), GET / (web page).
+Endpoints: POST /v1/predict {"texts": [...]} (pair tasks such as qa: also "text_pairs", one per text), GET /healthz, GET /metrics (Prometheus), GET / (web page).
 
 Requests wait in one queue; a single worker thread takes up to `max_batch` texts at a time, waiting at
 most `max_wait_ms` after the oldest request for others to join, and runs the model. One thread,
@@ -222,9 +222,10 @@ def settle(job: Job, results: list[dict] | None = None, error: Exception | None 
 SURROGATE = re.compile("[\ud800-\udfff]")  # valid in a JSON escape, not in Unicode text
 
 
-def parse_texts(body: bytes, cfg: ServeConfig) -> list[str]:
+def parse_texts(body: bytes, cfg: ServeConfig, pair_required: bool = False) -> list:
     """The request's texts, validated: 400 bad JSON or text that is not Unicode, 422 wrong shape or
-    types, 413 over the limits."""
+    types, 413 over the limits. With "text_pairs" (required when `pair_required`), one (text, pair)
+    tuple per text."""
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
@@ -238,16 +239,30 @@ def parse_texts(body: bytes, cfg: ServeConfig) -> list[str]:
         raise ApiError(422, f'"texts" must be a list of strings, got {type(texts).__name__}')
     if len(texts) > cfg.max_texts:
         raise ApiError(413, f"too many texts: {len(texts)} > {cfg.max_texts} per request")
-    for i, t in enumerate(texts):
+    check_strings(texts, "texts", cfg)
+    if "text_pairs" not in data:
+        if pair_required:
+            raise ApiError(422, 'this model needs a pair for every text: {"texts": [question, ...], '
+                                '"text_pairs": [context, ...]}')
+        return texts
+    pairs = data["text_pairs"]
+    if not isinstance(pairs, list) or len(pairs) != len(texts):
+        raise ApiError(422, f'"text_pairs" must be a list of {len(texts)} strings, one per text')
+    check_strings(pairs, "text_pairs", cfg)
+    return list(zip(texts, pairs))
+
+
+def check_strings(items: list, name: str, cfg: ServeConfig) -> None:
+    """Each item a string within max_chars and valid Unicode (422, 413, 400 naming `name[i]`)."""
+    for i, t in enumerate(items):
         if not isinstance(t, str):
-            raise ApiError(422, f"texts[{i}] must be a string, got {type(t).__name__}")
+            raise ApiError(422, f"{name}[{i}] must be a string, got {type(t).__name__}")
         if len(t) > cfg.max_chars:
-            raise ApiError(413, f"texts[{i}] is too long: {len(t)} > {cfg.max_chars} characters")
+            raise ApiError(413, f"{name}[{i}] is too long: {len(t)} > {cfg.max_chars} characters")
         bad = SURROGATE.search(t)
         if bad:
-            raise ApiError(400, f"texts[{i}] is not valid Unicode: lone surrogate U+{ord(bad.group()):04X} at "
+            raise ApiError(400, f"{name}[{i}] is not valid Unicode: lone surrogate U+{ord(bad.group()):04X} at "
                                 f"character {bad.start()}")
-    return texts
 
 
 async def read_body(request, limit: int) -> bytes:
@@ -353,14 +368,22 @@ def create_app(cfg: ServeConfig, predictor=None):
 
         predictor = Predictor(cfg.model, task=cfg.task, quantize=cfg.quantize, device="cpu", backend=cfg.backend)
     metrics = Metrics()
-    predict = predictor  # texts -> one JSON answer each; blank texts are answered without the model
+    task = predictor.task
+
+    def predict(items: list) -> list[dict]:
+        """Texts, or (text, pair) tuples -> one JSON answer each; blank texts are answered without the model."""
+        if not any(isinstance(i, tuple) for i in items):
+            return predictor(items)
+        return predictor([i[0] if isinstance(i, tuple) else i for i in items],
+                         [i[1] if isinstance(i, tuple) else None for i in items])
+
     # Warm up with full batches of growing length, so that the allocator reaches its working set
     # before traffic (RSS then stays flat under load) and the first requests are not slow.
     for words in (1, 8, 32, 128):
-        predict([" ".join(["Warm"] * words)] * cfg.max_batch)
-    task = predictor.task
+        warm = " ".join(["Warm"] * words)
+        predict([("Warm?", warm) if task.pair_required else warm] * cfg.max_batch)
     info = {"model": str(cfg.model), "task": task.name, "labels": list(task.labels), "backend": cfg.backend,
-            "quantize": cfg.quantize}
+            "quantize": cfg.quantize, "pairs": task.pair_required}
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
@@ -398,7 +421,7 @@ def create_app(cfg: ServeConfig, predictor=None):
             app.state.inflight += 1
             metrics.inflight.inc()
             try:
-                texts = parse_texts(await read_body(request, cfg.max_body), cfg)
+                texts = parse_texts(await read_body(request, cfg.max_body), cfg, task.pair_required)
                 results = await app.state.batcher.submit(texts, cfg.timeout) if texts else []
                 response = JSONResponse({"predictions": results})
             except ApiError as e:

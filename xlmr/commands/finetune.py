@@ -12,7 +12,7 @@ def _finetuneconfig():
 
 
 def register(sub) -> None:
-    p = add_command(sub, "finetune", "fine-tune for NER, POS or classification and evaluate cross-lingually",
+    p = add_command(sub, "finetune", "fine-tune for NER, POS, classification or QA and evaluate cross-lingually",
                     "xlmr finetune --model DIR --task ner --train en/train.conll --dev en/dev.conll "
                     "--test de=de/test.conll fr=fr/test.conll --out runs/ner")
     p.add_argument("--config", default=None, help="YAML file with any of these options")
@@ -32,10 +32,11 @@ def register(sub) -> None:
                    help="a gold label the model was not trained on: an error, or (ner) scored as O")
     p.set_defaults(func=run_evaluate)
 
-    p = add_command(sub, "predict", "predict labels or entities for text lines or JSONL",
+    p = add_command(sub, "predict", "predict labels, entities or answers for text lines or JSONL",
                     "xlmr predict --model runs/ner/best --input texts.txt --output predictions.jsonl")
     p.add_argument("--model", required=True, help="fine-tuned checkpoint directory")
-    p.add_argument("--input", required=True, help="text file (one input per line) or .jsonl with \"text\"")
+    p.add_argument("--input", required=True,
+                   help="text file (one input per line), or .jsonl with \"text\" (qa: \"question\" and \"context\")")
     p.add_argument("--output", required=True, help="JSONL output file")
     p.add_argument("--batch", type=int, default=256, help="texts per model call")
     p.add_argument("--quantize", choices=["none", "int8"], default="none", help="int8 dynamic quantization")

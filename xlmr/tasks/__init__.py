@@ -1,4 +1,4 @@
-"""Fine-tuning tasks: classify, ner, pos. Each task reads files, encodes, computes loss and metrics.
+"""Fine-tuning tasks: classify, ner, pos, qa. Each task reads files, encodes, computes loss and metrics.
 
 API (every task class has the same methods; `TASKS` maps names to classes):
 
@@ -22,9 +22,10 @@ API (every task class has the same methods; `TASKS` maps names to classes):
 A new task is one file: subclass Task (or WordTask), set `name` and `head`, implement the methods
 above, and call `register_task(cls)`; finetune, evaluate, predict and serve then take `--task NAME`.
 
-Model head: `task.head` ('token' or 'sequence'); labels: `task.labels`, `task.id2label`.
+Model head: `task.head` ('token', 'sequence' or 'qa'); labels: `task.labels`, `task.id2label`.
 Word extras: `split_words(text)`; NER: `ner.char_entities(text, spans, tags, scores)`.
 Classify extras: `Classify.read(path, labelled=False)`, `Classify.confusion_matrix(examples, preds, png)`.
+QA extras: `qa.read_squad(path)`, `qa.squad_scores(predictions, golds, normalizer)`, `qa.normalize_answer`.
 Reports: `report.format_table(results, columns)`, `report.write_results(out_dir, results, columns, ...)`.
 """
 
@@ -49,6 +50,11 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
+from .qa import Qa, QaExample  # noqa: E402 (registered through the same door as any new task)
+
+register_task(Qa)
+
+
 def task_class(name: str) -> type[Task]:
     """The registered task class called `name`; an unknown name is an XlmrError listing the known ones."""
     from ..errors import XlmrError
@@ -71,5 +77,5 @@ def task_from_config(cfg) -> Task:
 
 __all__ = ["TASKS", "get_task", "register_task", "task_class", "task_from_config", "Task", "WordTask", "Feature",
            "IGNORE", "run_model", "evaluate",
-           "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "WordExample", "WordPrediction",
+           "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "Qa", "QaExample", "WordExample", "WordPrediction",
            "split_words", "char_entities", "format_table", "write_results", "write_confusion_matrix"]

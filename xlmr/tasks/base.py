@@ -57,6 +57,7 @@ class Task:
     main_metric = "accuracy"  # the dev metric to keep the best checkpoint by (higher is better)
     columns: tuple[str, ...] = ("accuracy",)  # metrics shown in the per-language table
     outside_label: str | None = None  # what an unseen gold label can be scored as (ner: "O"); None: no such label
+    pair_required = False  # True: every raw input is a text and its pair (qa: question and context)
 
     def __init__(self) -> None:
         self.labels: list[str] = []
