@@ -30,8 +30,26 @@ def _conll(path: Path, n: int, rng: random.Random, date: bool = False) -> None:
     path.write_text("\n\n".join(sentences) + "\n", encoding="utf-8")
 
 
+RELATIONS = ["per:employee_of(e1,e2)", "per:employee_of(e2,e1)", "org:city_of_headquarters(e1,e2)", "no_relation"]
+
+
+def _relations(data: Path, rng: random.Random) -> None:
+    """kbp37/{train,dev,test}.txt and relx/RELX_{en,de,es,fr}.txt in the KBP37 block format."""
+    def block(i: int) -> str:
+        label = RELATIONS[i % len(RELATIONS)]
+        words = " ".join(_word(rng) for _ in range(rng.randint(2, 5)))
+        per, org = rng.choice(NAMES["PER"]), rng.choice(NAMES["ORG"])
+        return f'{i}\t"<e1> {per} </e1> {words} <e2> {org} </e2> ."\n{label}\n\n\n'
+
+    (data / "kbp37").mkdir(parents=True)
+    (data / "relx").mkdir(parents=True)
+    for name, n in (("kbp37/train", 48), ("kbp37/dev", 12), ("kbp37/test", 12), *((f"relx/RELX_{x}", 12) for x in
+                                                                                  ("en", "de", "es", "fr"))):
+        (data / f"{name}.txt").write_text("".join(block(i) for i in range(n)), encoding="utf-8")
+
+
 def make_shared(root: Path, seed: int = 0) -> Path:
-    """Write the fake tree under `root` (data/wikiann, data/sib200, data/masakhaner2, corpus)."""
+    """Write the fake tree under `root` (data/wikiann, data/sib200, data/masakhaner2, data/kbp37, data/relx, corpus)."""
     rng = random.Random(seed)
     for lang in ("en", "de", "fr", "nl"):
         d = root / "data" / "wikiann" / lang
@@ -57,6 +75,7 @@ def make_shared(root: Path, seed: int = 0) -> Path:
                 lines.append(f"{idx}\t{label}\t{text}")
                 idx += 1
             (d / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _relations(root / "data", random.Random(seed + 37))  # its own generator: the other files stay as they were
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
     for name in ("eng_Latn", "deu_Latn", "fra_Latn", "debian_deu_Latn", "swh_Latn", "yor_Latn", "nld_Latn"):

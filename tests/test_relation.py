@@ -83,6 +83,12 @@ def test_metrics_exact_on_a_hand_made_fixture():
     # TP 2 (A(e1,e2), A(e2,e1)); predicted non-negative 4; gold non-negative 4; the direction counts
     assert (m["micro_precision"], m["micro_recall"], m["micro_f1"]) == (0.5, 0.5, 0.5)
     assert m["accuracy"] == 3 / 6
+    # the RELX script's F1: relation A (both directions) P = R = 2/3; relation B 0; their mean
+    assert m["relx_f1"] == (2 / 3 + 0.0) / 2
+    from sklearn.metrics import f1_score  # the reference script's own formula, label by label
+
+    ref = [f1_score(gold, pred, average="micro", labels=pair) for pair in (["A(e1,e2)", "A(e2,e1)"], ["B(e1,e2)"])]
+    assert m["relx_f1"] == pytest.approx(sum(ref) / 2, abs=1e-12)
     assert m["per_relation"]["A(e2,e1)"] == {"f1": 2 * 0.5 * 1 / 1.5, "precision": 0.5, "recall": 1.0, "support": 1}
     assert m["per_relation"]["B(e1,e2)"] == {"f1": 0.0, "precision": 0.0, "recall": 0.0, "support": 1}
     m = relation_scores(["x", "no_relation"], ["no_relation", "no_relation"])
