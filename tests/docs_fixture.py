@@ -46,8 +46,27 @@ def _squad(path: Path, n: int, rng: random.Random) -> None:
     path.write_text(json.dumps({"version": "1.1", "data": [{"title": "t", "paragraphs": paragraphs}]}), encoding="utf-8")
 
 
+RELATIONS = ["per:employee_of(e1,e2)", "per:employee_of(e2,e1)", "org:city_of_headquarters(e1,e2)", "no_relation"]
+
+
+def _relations(data: Path, rng: random.Random) -> None:
+    """kbp37/{train,dev,test}.txt and relx/RELX_{en,de,es,fr}.txt in the KBP37 block format."""
+    def block(i: int) -> str:
+        label = RELATIONS[i % len(RELATIONS)]
+        words = " ".join(_word(rng) for _ in range(rng.randint(2, 5)))
+        per, org = rng.choice(NAMES["PER"]), rng.choice(NAMES["ORG"])
+        return f'{i}\t"<e1> {per} </e1> {words} <e2> {org} </e2> ."\n{label}\n\n\n'
+
+    (data / "kbp37").mkdir(parents=True)
+    (data / "relx").mkdir(parents=True)
+    for name, n in (("kbp37/train", 48), ("kbp37/dev", 12), ("kbp37/test", 12), *((f"relx/RELX_{x}", 12) for x in
+                                                                                  ("en", "de", "es", "fr"))):
+        (data / f"{name}.txt").write_text("".join(block(i) for i in range(n)), encoding="utf-8")
+
+
 def make_shared(root: Path, seed: int = 0) -> Path:
-    """Write the fake tree under `root` (data/wikiann, data/sib200, data/masakhaner2, data/xquad, corpus)."""
+    """Write the fake tree under `root` (data/wikiann, data/sib200, data/masakhaner2, data/xquad, data/kbp37,
+    data/relx, corpus)."""
     rng = random.Random(seed)
     for lang in ("en", "de", "fr", "nl"):
         d = root / "data" / "wikiann" / lang
@@ -79,6 +98,7 @@ def make_shared(root: Path, seed: int = 0) -> Path:
         d.mkdir(parents=True)
         for split, n in (("train", 6), ("test", 2)):
             _squad(d / f"{split}.json", n, qa_rng)
+    _relations(root / "data", random.Random(seed + 37))  # its own generator: the other files stay as they were
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
     for name in ("eng_Latn", "deu_Latn", "fra_Latn", "debian_deu_Latn", "swh_Latn", "yor_Latn", "nld_Latn"):

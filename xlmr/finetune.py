@@ -29,7 +29,7 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     """What `xlmr finetune` takes: data, task and model options on top of TrainConfig."""
 
     model: str = field(default="", metadata={"help": "checkpoint directory or hub name"})
-    task: str = field(default="ner", metadata={"help": "ner, classify, pos or qa (or a registered task)"})
+    task: str = field(default="ner", metadata={"help": "ner, classify, pos, qa or relation (or a registered task)"})
     train: str = field(default="", metadata={"help": "training file"})
     dev: str = field(default="", metadata={"help": "dev file (keeps the best checkpoint by its metric)"})
     test: list[str] = field(default_factory=list, metadata={"help": "test sets as LANG=PATH"})
@@ -47,6 +47,8 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     text_pair_column: str | None = field(default=None, metadata={"help": "classify: second text column"})
     label_column: str | None = field(default=None, metadata={"help": "classify: label column"})
     scheme: str = field(default="auto", metadata={"help": "ner tag scheme: auto, IOB1, IOB2, BIOES"})
+    negative_label: str = field(default="no_relation", metadata={
+        "help": "relation: the label meaning no relation, left out of micro-F1"})
     classifier_pooling: Literal["auto", "cls", "mean"] = field(default="auto", metadata={
         "help": "classify: what the sentence head reads: the first token (cls, as transformers), the mean of "
                 "the last hidden states (mean), or auto (the checkpoint's; mean for a BERT checkpoint "
@@ -98,6 +100,7 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
     threads = set_threads(cfg.threads) if device.type == "cpu" else 0
     pooling = None if cfg.classifier_pooling == "auto" else cfg.classifier_pooling
     model = load(src, head=task.head, id2label=task.id2label, classifier_pooling=pooling).to(device)
+    saved_tok = tok if task.prepare_model(model, tok) else None  # a tokenizer the task changed is saved as is
     emb_mode = apply_embedding_mode(model, cfg.embeddings)
     method = apply_method(model, cfg)  # which parameters train; the loop below is the same for all
     features = task.encode(train_ex, tok, cfg.max_length, cfg.stride)
@@ -116,7 +119,7 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
         return task.metrics(dev_ex, preds)
 
     def on_best(m, metrics):
-        save_finetuned(m, best_dir, src, cfg, task)
+        save_finetuned(m, best_dir, src, cfg, task, saved_tok)
 
     print(f"xlmr: {cfg.task} on {len(train_ex)} examples ({len(features)} rows), {len(task.labels)} labels, "
           f"{steps_per_epoch} steps/epoch, device {device}" + (f", {threads} threads" if threads else "") +
@@ -127,7 +130,7 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
                    evaluate=evaluate if dev_ex else None, metric=task.main_metric, on_best=on_best, out_dir=out,
                    restore=restore, on_step=on_step, run_id=run_id)
     if not dev_ex:
-        save_finetuned(model, best_dir, src, cfg, task)
+        save_finetuned(model, best_dir, src, cfg, task, saved_tok)
     summary = {"steps": result.steps, "train_seconds": round(result.seconds, 2), "best_dev": result.best_metric,
                "best_step": result.best_step, "model": str(best_dir), **method.report(result, best_dir)}
     if tests:
@@ -192,10 +195,13 @@ def unseen_note(unseen: dict[str, dict[str, int]]) -> str:
                      for lang, counts in unseen.items())
 
 
-def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg, task) -> None:
-    """HF checkpoint + tokenizer files + the task options evaluate/predict need."""
+def save_finetuned(model, directory: Path, tokenizer_src: Path, cfg, task, tokenizer=None) -> None:
+    """HF checkpoint + tokenizer files + the task options evaluate/predict need. `tokenizer`, when the
+    task changed it (Task.prepare_model), is saved over the copied source files."""
     save_weights(model, directory, cfg)  # full checkpoint, or only what the PEFT method trained
     copy_tokenizer(tokenizer_src, directory)
+    if tokenizer is not None:
+        tokenizer.save(directory)
     info = {"task": cfg.task, "options": task.options(), "max_length": cfg.max_length, "stride": cfg.stride}
     atomic_write_json(directory / TASK_FILE, info, indent=2)
 

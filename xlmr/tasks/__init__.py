@@ -1,4 +1,4 @@
-"""Fine-tuning tasks: classify, ner, pos, qa. Each task reads files, encodes, computes loss and metrics.
+"""Fine-tuning tasks: classify, ner, pos, qa, relation. Each task reads files, encodes, computes loss and metrics.
 
 API (every task class has the same methods; `TASKS` maps names to classes):
 
@@ -24,6 +24,7 @@ above, and call `register_task(cls)`; finetune, evaluate, predict and serve then
 
 Model head: `task.head` ('token', 'sequence' or 'qa'); labels: `task.labels`, `task.id2label`.
 Word extras: `split_words(text)`; NER: `ner.char_entities(text, spans, tags, scores)`.
+Relation extras: `task.prepare_model(model, tokenizer)` adds the entity markers (see relation.py).
 Classify extras: `Classify.read(path, labelled=False)`, `Classify.confusion_matrix(examples, preds, png)`.
 QA extras: `qa.read_squad(path)`, `qa.squad_scores(predictions, golds, normalizer)`, `qa.normalize_answer`.
 Reports: `report.format_table(results, columns)`, `report.write_results(out_dir, results, columns, ...)`.
@@ -53,6 +54,9 @@ def register_task(cls: type[Task]) -> type[Task]:
 from .qa import Qa, QaExample  # noqa: E402 (registered through the same door as any new task)
 
 register_task(Qa)
+from .relation import Relation  # noqa: E402
+
+register_task(Relation)
 
 
 def task_class(name: str) -> type[Task]:
@@ -77,5 +81,6 @@ def task_from_config(cfg) -> Task:
 
 __all__ = ["TASKS", "get_task", "register_task", "task_class", "task_from_config", "Task", "WordTask", "Feature",
            "IGNORE", "run_model", "evaluate",
-           "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "Qa", "QaExample", "WordExample", "WordPrediction",
+           "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "Qa", "QaExample", "Relation", "WordExample",
+           "WordPrediction",
            "split_words", "char_entities", "format_table", "write_results", "write_confusion_matrix"]

@@ -205,6 +205,12 @@ class Task:
     def write_report_files(self, examples: list, predictions: list, out_dir: Path, lang: str) -> None:
         """Extra files next to results.json for one test language (classify: a confusion matrix)."""
 
+    def prepare_model(self, model: torch.nn.Module, tokenizer):
+        """Fit a freshly loaded model and its tokenizer to the task before training, in place (relation:
+        new marker tokens and their embedding rows). Returns what it changed, or None when nothing: then
+        the fine-tuned directory copies the source's tokenizer files, else it saves `tokenizer`."""
+        return None
+
     def model_note(self, model: torch.nn.Module) -> str:
         """What to say about the loaded model in the start-of-training line (sequence head: its pooling)."""
         return f", {model.config.classifier_pooling} pooling" if self.head == "sequence" else ""
