@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..batching import sorted_batches
+from ..batching import length_grouped_batches, sorted_batches
 from ..errors import XlmrError
 
 IGNORE = -100  # label id that cross-entropy skips (non-first subwords, special tokens, padding)
@@ -161,6 +161,11 @@ class Task:
                 "attention_mask": torch.tensor(mask, dtype=torch.long),
                 "token_type_ids": torch.tensor(types, dtype=torch.long),
                 "labels": torch.tensor(labels, dtype=torch.long)}
+
+    def train_batches(self, features: list[Feature], batch_size: int, max_tokens: int = 0, seed: int = 0,
+                      epoch: int = 0) -> list[list[int]]:
+        """One epoch's training batches (indices into `features`): length-grouped rows."""
+        return length_grouped_batches([len(f) for f in features], batch_size, max_tokens, seed, epoch)
 
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy over labelled positions (IGNORE skipped); computed in float32."""
