@@ -219,6 +219,11 @@ class Task:
         """An unlabelled example for one raw input text (and optional pair text)."""
         raise NotImplementedError
 
+    def examples_from_raw(self, texts: list[str], tokenizer, pairs: list[str | None] | None = None) -> list:
+        """Unlabelled examples for raw texts whose words the tokenizer finds (word tasks; `--words
+        tokenizer`); a task that reads whole texts takes them as `example_from_text` does."""
+        return [self.example_from_text(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
+
     def empty_prediction(self, text: str) -> dict:
         """The JSON answer for a blank text, which never reaches the model."""
         raise NotImplementedError
