@@ -114,3 +114,15 @@ def test_doc_pooling_without_windows_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == ("xlmr: error: --doc-pooling mean needs --windows: without windows, classify reads only the "
                    "first --max-length tokens of a text, so there is nothing to pool")
+
+
+def test_windows_refuse_pairs_and_other_tasks(tok):
+    from xlmr.errors import XlmrError
+    from xlmr.finetune import FinetuneConfig
+
+    task = Classify(windows=True)
+    task.set_labels(["a", "b"])
+    with pytest.raises(XlmrError, match=r"^t.tsv:3: --windows reads single texts, and this example has a text pair"):
+        task.encode([TextExample("one", "two", "a", "t.tsv", 3)], tok)
+    with pytest.raises(XlmrError, match=r"^--windows and --doc-pooling are classify options; ner always reads"):
+        FinetuneConfig(task="ner", windows=True)
