@@ -93,7 +93,7 @@ def test_training_pools_each_documents_windows_into_one_loss_term(tok):
     doc = torch.tensor([f.example for f in feats])
     pooled = torch.stack([logits[doc == e].mean(0) for e in range(3)])
     want = torch.nn.functional.cross_entropy(pooled, torch.tensor([CLASSES.index(ex.label) for ex in examples]))
-    torch.testing.assert_close(loss, want)
+    assert abs(loss.item() - want.item()) < 1e-6  # (torch.testing would import torch.distributed: 8 s)
 
 
 def test_grouped_batches_keep_groups_whole_and_cap_rows():
