@@ -77,3 +77,30 @@ class EpochBatches:
     def epoch_done(self) -> bool:
         """Whether the current epoch was used up (a checkpoint at its last step)."""
         return self.taken >= len(self.plan(self.epoch))
+
+
+def grouped_batches(groups: list[list[int]], lengths: list[int], batch_size: int, max_tokens: int = 0,
+                    seed: int = 0, epoch: int = 0, bucket: int = 50) -> list[list[int]]:
+    """Index batches that never split a group (e.g. the windows of one document, whose pooled loss
+    needs them all in one batch). Like `length_grouped_batches` over groups: shuffled, sorted by the
+    group's longest row inside buckets, packed while the rows stay within `batch_size` and the padded
+    tokens (rows x longest row) within `max_tokens`; a group larger than either goes alone. Batch
+    order is shuffled again; each batch lists its groups' rows in order. Deterministic in (seed, epoch)."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(groups)).tolist()
+    longest = [max(lengths[i] for i in g) for g in groups]
+    batches: list[list[int]] = []
+    size = max(1, bucket * batch_size)
+    for start in range(0, len(order), size):
+        current: list[int] = []
+        rows = width = 0
+        for g in sorted(order[start:start + size], key=lambda g: -longest[g]):
+            grow, n = max(width, longest[g]), rows + len(groups[g])
+            if current and (n > batch_size or (max_tokens and grow * n > max_tokens)):
+                batches.append(current)
+                current, rows, width, grow, n = [], 0, 0, longest[g], len(groups[g])
+            current += groups[g]
+            rows, width = n, grow
+        if current:
+            batches.append(current)
+    return [batches[i] for i in rng.permutation(len(batches))]

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 
 from . import resume
-from .batching import EpochBatches, length_grouped_batches
+from .batching import EpochBatches
 from .checkpoint import TASK_FILE, check_length, copy_tokenizer, load, load_task_info, read_config, resolve
 from .errors import XlmrError
 from .io import atomic_write_json
@@ -38,7 +38,8 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
                 "warning and a line in report.md"})
     out: str = field(default="runs/finetune", metadata={"help": "output directory"})
     max_length: int = field(default=MAX_LENGTH, metadata={"min": 1, "help": "max tokens per row (longer inputs: windows)"})
-    stride: int = field(default=STRIDE, metadata={"help": "overlap of NER/POS windows and of QA context windows, in subwords"})
+    stride: int = field(default=STRIDE, metadata={
+        "help": "overlap of windows (NER/POS, QA contexts, and classify with --windows), in subwords"})
     batch_size: int = field(default=32, metadata={"min": 1, "help": "rows per batch"})
     max_tokens: int = field(default=0, metadata={"help": "padded tokens per batch (0: no cap)"})
     max_train: int = field(default=0, metadata={"help": "use only the first N training examples (0: all)"})
@@ -46,6 +47,12 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     text_column: str | None = field(default=None, metadata={"help": "classify: text column"})
     text_pair_column: str | None = field(default=None, metadata={"help": "classify: second text column"})
     label_column: str | None = field(default=None, metadata={"help": "classify: label column"})
+    windows: bool = field(default=False, metadata={
+        "help": "classify: read the whole text in windows of --max-length tokens overlapping by --stride, in "
+                "training and prediction, and pool them by --doc-pooling (off: only the first --max-length tokens)"})
+    doc_pooling: Literal["first", "mean", "max"] | None = field(default=None, metadata={
+        "help": "classify with --windows: how a document's window logits become one: the first window's, their "
+                "mean or their per-label max (unset: mean)"})
     scheme: str = field(default="auto", metadata={"help": "ner tag scheme: auto, IOB1, IOB2, BIOES"})
     negative_label: str = field(default="no_relation", metadata={
         "help": "relation: the label meaning no relation, left out of micro-F1"})
@@ -57,6 +64,12 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     save_every: int = field(default=0, metadata={
         "help": "write a training checkpoint to out/checkpoints every N steps, so that the same command "
                 "resumes an interrupted run (0: never)"})
+
+    def __post_init__(self):
+        from .tasks.classify import check_windows
+
+        super().__post_init__()
+        check_windows(self.windows, self.doc_pooling, self.task)
 
 
 def parse_tests(specs: list[str]) -> dict[str, str]:
@@ -104,8 +117,7 @@ def _finetune(cfg: FinetuneConfig, run_id: str) -> dict:
     emb_mode = apply_embedding_mode(model, cfg.embeddings)
     method = apply_method(model, cfg)  # which parameters train; the loop below is the same for all
     features = task.encode(train_ex, tok, cfg.max_length, cfg.stride)
-    lengths = [len(f) for f in features]
-    plan = lambda epoch: length_grouped_batches(lengths, cfg.batch_size, cfg.max_tokens, cfg.seed, epoch)
+    plan = lambda epoch: task.train_batches(features, cfg.batch_size, cfg.max_tokens, cfg.seed, epoch)
     steps_per_epoch = len(plan(0)) // cfg.grad_accum
     batches = EpochBatches(plan, lambda idx: {k: v.to(device) for k, v in
                                               task.collate([features[i] for i in idx], tok.pad_token_id).items()})

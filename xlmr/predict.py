@@ -1,4 +1,10 @@
-"""Batched prediction for fine-tuned models: labels and probabilities, entities or answers with offsets."""
+"""Batched prediction for fine-tuned models: labels and probabilities, entities or answers with offsets.
+
+Words of NER/POS input (`words`): `split` (the default) takes the whitespace-separated words of each
+text, as a word-split sentence is written; `tokenizer` takes them from the tokenizer, for raw text in
+scripts written without spaces (Chinese, Japanese, Thai...): see `tasks.words.tokenizer_words`.
+Either way, entity offsets are character offsets into the text as given.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,21 @@ from .io import atomic_write
 from .tasks.base import MAX_LENGTH, STRIDE
 from .tokenizer import Tokenizer, as_batch
 
+WORDS = ("split", "tokenizer")  # where NER/POS words come from: whitespace, or the tokenizer (raw text)
+
 
 class Predictor:
     """Load a fine-tuned model once; call it on a list of texts."""
 
     def __init__(self, model_path: str, task: str | None = None, quantize: str = "none", device: str | None = None,
-                 backend: str = "torch"):
+                 backend: str = "torch", words: str = "split"):
         from .checkpoint import load_task_info
         from .onnx_export import load_backend
         from .tasks import get_task
 
+        if words not in WORDS:
+            raise XlmrError(f"unknown --words {words!r}; expected one of {', '.join(WORDS)}")
+        self.words = words
         directory = resolve(model_path)
         info = load_task_info(directory, task)
         self.model = load_backend(directory, backend, quantize, device)  # torch or onnxruntime, fp32 or int8
@@ -48,7 +59,10 @@ class Predictor:
     def _predict(self, texts: list[str], pairs: list[str | None] | None) -> list[dict]:
         from .tasks import run_model
 
-        examples = [self.task.example_from_text(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
+        if self.words == "tokenizer":
+            examples = self.task.examples_from_raw(texts, self.tokenizer, pairs)
+        else:
+            examples = [self.task.example_from_text(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
         features = self.task.encode(examples, self.tokenizer, self.max_length, self.stride)
         outputs = run_model(self.model, self.task, features, self.tokenizer.pad_token_id) if features else []
         preds = self.task.predict(outputs, features, examples)
@@ -90,14 +104,14 @@ def read_inputs(path: str) -> tuple[list[str], list[str | None] | None]:
 
 
 def predict_file(model: str, input_path: str, output: str, batch: int = 256, quantize: str = "none",
-                 task: str | None = None, backend: str = "torch") -> int:
+                 task: str | None = None, backend: str = "torch", words: str = "split") -> int:
     """Predict every input line and write one JSONL line per input line (atomically, so a failed run
     leaves no partial or temporary file). Returns the number of lines written."""
     out = Path(output)
     if out.is_dir():
         raise XlmrError(f"{out}: is a directory; --output names the JSONL file to write")
     texts, pairs = read_inputs(input_path)
-    predictor = Predictor(model, task=task, quantize=quantize, backend=backend)
+    predictor = Predictor(model, task=task, quantize=quantize, backend=backend, words=words)
 
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:

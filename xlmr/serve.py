@@ -41,6 +41,9 @@ class ServeConfig:
     backend: Literal["torch", "onnx"] = field(default="torch", metadata={"help": "inference back-end"})
     quantize: Literal["none", "int8"] = field(default="none", metadata={"help": "int8 dynamic quantization"})
     task: str | None = field(default=None, metadata={"help": "task, if the model directory does not say"})
+    words: Literal["split", "tokenizer"] = field(default="split", metadata={
+        "help": "ner/pos: words are whitespace-separated (split), or come from the tokenizer, for raw text in "
+                "scripts without spaces such as zh, ja, th (tokenizer)"})
     max_batch: int = field(default=32, metadata={"help": "texts per model call"})
     max_wait_ms: float = field(default=5.0, metadata={"help": "how long a batch waits for more requests"})
     max_texts: int = field(default=64, metadata={"help": "texts per request (more: 413)"})
@@ -366,7 +369,8 @@ def create_app(cfg: ServeConfig, predictor=None):
     if predictor is None:
         from .predict import Predictor
 
-        predictor = Predictor(cfg.model, task=cfg.task, quantize=cfg.quantize, device="cpu", backend=cfg.backend)
+        predictor = Predictor(cfg.model, task=cfg.task, quantize=cfg.quantize, device="cpu", backend=cfg.backend,
+                              words=cfg.words)
     metrics = Metrics()
     task = predictor.task
 

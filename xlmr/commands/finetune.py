@@ -43,6 +43,9 @@ def register(sub) -> None:
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch", help="PyTorch or onnxruntime")
     p.add_argument("--task", default=None, help="task, if the model directory does not say")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the cores the load leaves idle)")
+    p.add_argument("--words", choices=["split", "tokenizer"], default="split",
+                   help="ner/pos: words are whitespace-separated (split), or come from the tokenizer, for raw text "
+                        "in scripts without spaces such as zh, ja, th (tokenizer)")
     p.set_defaults(func=run_predict)
 
 
@@ -71,6 +74,7 @@ def run_predict(args) -> int:
     from ..train import set_threads
 
     set_threads(args.threads)
-    n = predict_file(args.model, args.input, args.output, args.batch, args.quantize, args.task, args.backend)
+    n = predict_file(args.model, args.input, args.output, args.batch, args.quantize, args.task, args.backend,
+                     args.words)
     print(f"wrote {n} predictions to {args.output}")
     return 0

@@ -16,6 +16,7 @@ API (every task class has the same methods; `TASKS` maps names to classes):
     loss = task.training_loss(model, batch)          # what the fine-tuning loop minimises
     task.options(), Task.options_from(cfg)           # constructor options: saved / taken from the CLI
     ex = task.example_from_text(text, pair)          # raw text -> unlabelled example (predict, serve)
+    exs = task.examples_from_raw(texts, tokenizer)   # the same, words from the tokenizer (zh, ja, th...)
     task.to_json(text, ex, pred), task.empty_prediction(text)   # one prediction as JSON
     predictions, metrics = evaluate(model, task, examples, tokenizer, max_length, stride)
 
@@ -23,7 +24,7 @@ A new task is one file: subclass Task (or WordTask), set `name` and `head`, impl
 above, and call `register_task(cls)`; finetune, evaluate, predict and serve then take `--task NAME`.
 
 Model head: `task.head` ('token', 'sequence' or 'qa'); labels: `task.labels`, `task.id2label`.
-Word extras: `split_words(text)`; NER: `ner.char_entities(text, spans, tags, scores)`.
+Word extras: `split_words(text)`, `words.tokenizer_words(texts, tokenizer)`; NER: `ner.char_entities(text, spans, tags, scores)`.
 Relation extras: `task.prepare_model(model, tokenizer)` adds the entity markers (see relation.py).
 Classify extras: `Classify.read(path, labelled=False)`, `Classify.confusion_matrix(examples, preds, png)`.
 QA extras: `qa.read_squad(path)`, `qa.squad_scores(predictions, golds, normalizer)`, `qa.normalize_answer`.

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..batching import sorted_batches
+from ..batching import length_grouped_batches, sorted_batches
 from ..errors import XlmrError
 
 IGNORE = -100  # label id that cross-entropy skips (non-first subwords, special tokens, padding)
@@ -163,6 +163,11 @@ class Task:
                 "token_type_ids": torch.tensor(types, dtype=torch.long),
                 "labels": torch.tensor(labels, dtype=torch.long)}
 
+    def train_batches(self, features: list[Feature], batch_size: int, max_tokens: int = 0, seed: int = 0,
+                      epoch: int = 0) -> list[list[int]]:
+        """One epoch's training batches (indices into `features`): length-grouped rows."""
+        return length_grouped_batches([len(f) for f in features], batch_size, max_tokens, seed, epoch)
+
     def loss(self, logits: torch.Tensor, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy over labelled positions (IGNORE skipped); computed in float32."""
         labels = batch["labels"].to(logits.device)
@@ -220,6 +225,11 @@ class Task:
     def example_from_text(self, text: str, pair: str | None = None):
         """An unlabelled example for one raw input text (and optional pair text)."""
         raise NotImplementedError
+
+    def examples_from_raw(self, texts: list[str], tokenizer, pairs: list[str | None] | None = None) -> list:
+        """Unlabelled examples for raw texts whose words the tokenizer finds (word tasks; `--words
+        tokenizer`); a task that reads whole texts takes them as `example_from_text` does."""
+        return [self.example_from_text(t, pairs[i] if pairs else None) for i, t in enumerate(texts)]
 
     def empty_prediction(self, text: str) -> dict:
         """The JSON answer for a blank text, which never reaches the model."""

@@ -12,6 +12,17 @@ the line where the field opens (multi-line texts with tabs or commas can go in J
 that never closes, text after a closing quote, and a row whose field count differs from the header's
 are errors too. A header that names a column twice, or a JSONL object with a key twice, is an error.
 A `.txt` file holds unlabelled texts, one per line (prediction input).
+
+Long documents (`windows=True`): the whole text is read in windows of `max_length` tokens that
+overlap by `stride` subwords (each window opens at a word boundary where it can, as NER's windows
+do), and `doc_pooling` turns the windows' logits into the document's: `first` (the first window
+only: truncation, without the warning), `mean` (the default) or `max` (per label). Logits, not
+hidden states, are pooled: every back-end (torch, ONNX, int8) ends in logits, so prediction needs
+no second graph, and each window is classified by the same head on the same kind of input as in
+training. Training pools the same way: all windows of a document share one batch, their logits are
+pooled, and the document's label is scored once on the pooled logits (one loss term per document,
+not per window), so that training optimises exactly what prediction computes. Without windows, a
+text longer than `max_length` is truncated with a warning.
 """
 
 from __future__ import annotations
@@ -24,13 +35,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
+from ..batching import grouped_batches
 from ..errors import XlmrError
 from .base import IGNORE, MAX_LENGTH, STRIDE, Feature, Task, json_object, lines_of, read_text, softmax
+from .words import window_starts
 
 TEXT_NAMES = ("text", "sentence", "sentence1", "premise", "question", "content")
 PAIR_NAMES = ("text_pair", "sentence2", "hypothesis")
 LABEL_NAMES = ("label", "category", "labels", "class", "topic")
+DOC_POOLING = ("first", "mean", "max")
 
 
 @dataclass
@@ -139,6 +155,18 @@ def _rows(path: str, text: str):
         raise XlmrError(f"{path}: unknown format {suffix or '(no suffix)'!r}; expected .csv, .tsv, .jsonl or .txt")
 
 
+def check_windows(windows: bool, doc_pooling: str | None, task: str = "classify") -> None:
+    """The long-document options together: `doc_pooling` needs `windows`, and both are classify's."""
+    if doc_pooling is not None and doc_pooling not in DOC_POOLING:
+        raise XlmrError(f"unknown --doc-pooling {doc_pooling!r}; expected one of {', '.join(DOC_POOLING)}")
+    if (windows or doc_pooling is not None) and task != "classify":
+        raise XlmrError(f"--windows and --doc-pooling are classify options; {task} always reads long inputs "
+                        f"in windows of --max-length overlapping by --stride")
+    if doc_pooling is not None and not windows:
+        raise XlmrError(f"--doc-pooling {doc_pooling} needs --windows: without windows, classify reads only "
+                        f"the first --max-length tokens of a text, so there is nothing to pool")
+
+
 class Classify(Task):
     """Sequence classification with the model's 'sequence' head."""
 
@@ -148,18 +176,30 @@ class Classify(Task):
     columns = ("accuracy", "macro_f1")
 
     def __init__(self, text_column: str | None = None, text_pair_column: str | None = None,
-                 label_column: str | None = None):
+                 label_column: str | None = None, windows: bool = False, doc_pooling: str | None = None):
         super().__init__()
         self.text_column, self.text_pair_column, self.label_column = text_column, text_pair_column, label_column
+        check_windows(windows, doc_pooling)
+        self.windows = bool(windows)
+        self.doc_pooling = (doc_pooling or "mean") if windows else "first"
 
     @classmethod
     def options_from(cls, cfg) -> dict:
         return {"text_column": cfg.text_column, "text_pair_column": cfg.text_pair_column,
-                "label_column": cfg.label_column}
+                "label_column": cfg.label_column, "windows": getattr(cfg, "windows", False),
+                "doc_pooling": getattr(cfg, "doc_pooling", None)}
 
     def options(self) -> dict:
-        return {"text_column": self.text_column, "text_pair_column": self.text_pair_column,
+        opts = {"text_column": self.text_column, "text_pair_column": self.text_pair_column,
                 "label_column": self.label_column}
+        if self.windows:  # saved only when on, so models saved without windows keep their old options
+            opts.update(windows=True, doc_pooling=self.doc_pooling)
+        return opts
+
+    @property
+    def pooled(self) -> bool:
+        """Whether a document may have several rows (windows) whose logits are pooled."""
+        return self.windows and self.doc_pooling != "first"
 
     def read(self, path, labelled: bool = True) -> list[TextExample]:
         """Read examples; `labelled=False` (prediction input) makes the label column optional."""
@@ -212,10 +252,10 @@ class Classify(Task):
         return () if example.label is None else ((example.label, example.path, example.line),)
 
     def encode(self, examples, tokenizer, max_length=MAX_LENGTH, stride=STRIDE) -> list[Feature]:
-        """Texts (or pairs) -> one feature each, truncated to max_length; warns once with counts.
-
-        `stride` is unused: a classification example is one row.
-        """
+        """Texts (or pairs) -> features. Without windows: one per example, truncated to max_length (warns
+        once with counts; `stride` is unused). With windows: one per window (see the module docstring)."""
+        if self.windows:
+            return self._encode_windows(examples, tokenizer, max_length, stride)
         labelled = self._label_ids_ready(examples)
         ids = self.label2id
         feats: list[Feature] = []
@@ -250,12 +290,80 @@ class Classify(Task):
                           f"were truncated (up to {max(cut)} tokens cut from one, {sum(cut)} in all)", stacklevel=2)
         return feats
 
+    def _encode_windows(self, examples, tokenizer, max_length: int, stride: int) -> list[Feature]:
+        """One feature per window of each text: [specials] content[s:t] [specials], word-aligned starts
+        (`window` = (s, t, content subwords, prefix)); `first` pooling keeps only the first window."""
+        labelled = self._label_ids_ready(examples)
+        ids = self.label2id
+        for ex in examples:
+            if ex.pair is not None:
+                raise XlmrError(f"{ex.path or 'input'}:{ex.line}: --windows reads single texts, and this example "
+                                f"has a text pair; classify text pairs without --windows")
+        feats: list[Feature] = []
+        for c in range(0, len(examples), 256):
+            chunk = examples[c:c + 256]
+            batch = tokenizer.encode([ex.text for ex in chunk], max_length=None)
+            for k, ex in enumerate(chunk):
+                n = sum(batch.attention_mask[k])
+                row, wids = batch.input_ids[k][:n], batch.word_ids[k][:n]
+                content = [i for i, w in enumerate(wids) if w is not None]
+                a, b = (content[0], content[-1] + 1) if content else (n, n)
+                head, body, tail, bw = row[:a], row[a:b], row[b:], wids[a:b]  # specials around the content
+                size = max_length - len(head) - len(tail)
+                if size < 1 or not 0 <= stride < size:
+                    raise XlmrError(f"stride {stride} must be >= 0 and below max_length {max_length} minus "
+                                    f"{len(head) + len(tail)} special tokens")
+                label = ids[ex.label] if labelled else IGNORE
+                starts = window_starts(bw, size, stride) if self.pooled else [0]
+                for s in starts:
+                    t = min(s + size, len(body))
+                    window = head + body[s:t] + tail
+                    feats.append(Feature(window, label, c + k, [0] * len(window), None, (s, t, len(body), len(head))))
+        return feats
+
+    def collate(self, features: list[Feature], pad_id: int) -> dict[str, torch.Tensor]:
+        """The base batch, plus with pooled windows `doc` (B,): each row's document, numbered 0..D-1 in
+        order of first appearance."""
+        batch = super().collate(features, pad_id)
+        if self.pooled:
+            number: dict[int, int] = {}
+            batch["doc"] = torch.tensor([number.setdefault(f.example, len(number)) for f in features])
+        return batch
+
+    def train_batches(self, features, batch_size, max_tokens=0, seed=0, epoch=0) -> list[list[int]]:
+        """With pooled windows, all windows of a document go in one batch (see `grouped_batches`)."""
+        if not self.pooled:
+            return super().train_batches(features, batch_size, max_tokens, seed, epoch)
+        groups: dict[int, list[int]] = {}
+        for i, f in enumerate(features):
+            groups.setdefault(f.example, []).append(i)
+        return grouped_batches(list(groups.values()), [len(f) for f in features], batch_size, max_tokens, seed, epoch)
+
+    def training_loss(self, model, batch) -> torch.Tensor:
+        """Cross-entropy per document on its pooled window logits (per row without pooled windows)."""
+        if not self.pooled:
+            return super().training_loss(model, batch)
+        logits = model(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])  # (B, C): per window
+        doc = batch["doc"].to(logits.device)  # (B,)
+        n_docs = int(doc.max()) + 1
+        pooled = pool_windows(logits.float(), doc, n_docs, self.doc_pooling)  # (D, C)
+        labels = batch["labels"].to(logits.device)
+        doc_labels = labels.new_full((n_docs,), IGNORE).scatter_(0, doc, labels)  # (D,): windows share a label
+        return F.cross_entropy(pooled, doc_labels, ignore_index=IGNORE)
+
     def predict(self, outputs, features, examples) -> list[ClassPrediction]:
-        """Argmax label and softmax probabilities per example."""
-        preds: list[ClassPrediction | None] = [None] * len(examples)
+        """Argmax label and softmax probabilities per example, over its pooled window logits."""
+        rows: list[list[np.ndarray]] = [[] for _ in examples]
         for out, f in zip(outputs, features):
-            p = softmax(out)
-            preds[f.example] = ClassPrediction(self.labels[int(np.argmax(p))], [float(x) for x in p])
+            rows[f.example].append(out)  # features come in window order
+        preds: list[ClassPrediction | None] = [None] * len(examples)
+        for e, windows in enumerate(rows):
+            if not windows:
+                continue
+            logits = pool_windows(torch.from_numpy(np.stack(windows)), torch.zeros(len(windows), dtype=torch.long),
+                                  1, self.doc_pooling)[0].numpy()
+            p = softmax(logits)
+            preds[e] = ClassPrediction(self.labels[int(np.argmax(p))], [float(x) for x in p])
         return preds
 
     def metrics(self, examples, predictions) -> dict:
@@ -295,3 +403,21 @@ class Classify(Task):
         """{"text", "label", "probs": {label: probability}} (probabilities to 6 decimals)."""
         return {"text": text, "label": prediction.label,
                 "probs": {l: round(float(p), 6) for l, p in zip(self.labels, prediction.probs)}}
+
+
+def pool_windows(logits: torch.Tensor, doc: torch.Tensor, n_docs: int, how: str) -> torch.Tensor:
+    """Pool window logits (N, C) into document logits (n_docs, C); `doc` (N,) holds each row's document
+    (0..n_docs-1, rows of a document in window order). how: first, mean or max (per label)."""
+    C = logits.shape[-1]
+    if how == "first":
+        first = torch.full((n_docs,), len(doc), dtype=torch.long, device=doc.device)
+        first = first.scatter_reduce(0, doc, torch.arange(len(doc), device=doc.device), "amin")
+        return logits.index_select(0, first)
+    if how == "mean":
+        total = logits.new_zeros(n_docs, C).index_add(0, doc, logits)
+        count = torch.bincount(doc, minlength=n_docs).clamp(min=1).to(logits.dtype)
+        return total / count.unsqueeze(1)
+    if how == "max":
+        index = doc.unsqueeze(1).expand(-1, C)  # (N, C)
+        return logits.new_full((n_docs, C), float("-inf")).scatter_reduce(0, index, logits, "amax")
+    raise ValueError(f"unknown pooling {how!r}")

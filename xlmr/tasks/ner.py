@@ -188,5 +188,5 @@ class Ner(WordTask):
 
     def to_json(self, text: str, example: WordExample, prediction: WordPrediction) -> dict:
         """{"text", "entities": [{start, end, type, text, score}]}, with character offsets into `text`."""
-        return {"text": text, "entities": char_entities(text, split_words(text)[1], prediction.tags,
-                                                        prediction.scores)}
+        spans = example.spans if example.spans is not None else split_words(text)[1]
+        return {"text": text, "entities": char_entities(text, spans, prediction.tags, prediction.scores)}

@@ -26,12 +26,14 @@ _CHUNK = 128  # sentences per tokenizer call: each call pads to its longest row,
 
 @dataclass
 class WordExample:
-    """A sentence: words, their tags (None when unlabelled), and each word's source line."""
+    """A sentence: words, their tags (None when unlabelled), and each word's source line; for raw
+    text, `spans` holds each word's character span [start, end) in it."""
 
     words: list[str]
     tags: list[str] | None
     path: str = ""
     lines: list[int] | None = None
+    spans: list[tuple[int, int]] | None = None
 
 
 @dataclass
@@ -46,6 +48,48 @@ def split_words(text: str) -> tuple[list[str], list[tuple[int, int]]]:
     """Whitespace-separated words of raw text and their character spans [start, end)."""
     found = list(re.finditer(r"\S+", text))
     return [m.group() for m in found], [m.span() for m in found]
+
+
+# Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, CJK ideographs
+# (with extension A, compatibility ideographs, half-width katakana and the supplementary planes).
+NO_SPACES = re.compile("[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+                       "\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\U00020000-\U0003134f]")
+
+
+def tokenizer_words(texts: list[str], tokenizer) -> list[tuple[list[str], list[tuple[int, int]]]]:
+    """Per raw text, its words and their character spans [start, end), from the tokenizer, not str.split.
+
+    A word is one of the tokenizer's pre-tokens (XLM-R's SentencePiece: a whitespace-separated chunk;
+    BERT: punctuation and each CJK character apart), except that a pre-token holding characters of a
+    script written without spaces (NO_SPACES: Chinese, Japanese kana, Thai, Lao, Khmer, Myanmar) is cut
+    into its subword pieces, each a word. Spans come from the tokenizer's character offsets, trimmed of
+    whitespace and made disjoint (a bare "▁" piece, whose offsets overlap the next piece's, and pieces
+    of a character that normalisation expanded add nothing), so `text[start:end]` is the word exactly.
+    """
+    out = []
+    batch = tokenizer.encode(texts, max_length=None)
+    for k, text in enumerate(texts):
+        n = sum(batch.attention_mask[k])
+        pieces = tokenizer.convert_ids_to_tokens(batch.input_ids[k][:n])
+        groups: dict[int, list[tuple[int, int]]] = {}  # pre-token -> its pieces' spans
+        end = 0
+        for piece, (a, b), w in zip(pieces, batch.offsets[k][:n], batch.word_ids[k][:n]):
+            if w is None or not piece.strip("\u2581"):
+                continue  # a special token, or SentencePiece's bare word-start marker
+            a = max(a, end)
+            while a < b and text[a].isspace():
+                a += 1
+            while b > a and text[b - 1].isspace():
+                b -= 1
+            if a < b:
+                groups.setdefault(w, []).append((a, b))
+                end = b
+        spans = []
+        for group in groups.values():
+            whole = (group[0][0], group[-1][1])
+            spans += group if NO_SPACES.search(text, *whole) else [whole]
+        out.append(([text[a:b] for a, b in spans], spans))
+    return out
 
 
 def _unk_token(tokenizer) -> str | None:
@@ -190,7 +234,12 @@ class WordTask(Task):
         return preds
 
     def example_from_text(self, text: str, pair: str | None = None) -> WordExample:
-        return WordExample(split_words(text)[0], None)
+        words, spans = split_words(text)
+        return WordExample(words, None, spans=spans)
+
+    def examples_from_raw(self, texts, tokenizer, pairs=None) -> list[WordExample]:
+        """Raw text: words from the tokenizer (see `tokenizer_words`), for scripts without spaces."""
+        return [WordExample(words, None, spans=spans) for words, spans in tokenizer_words(texts, tokenizer)]
 
     def empty_prediction(self, text: str) -> dict:
         return {"text": text, "tags": [], "words": []}
