@@ -1,4 +1,4 @@
-"""Fine-tuning tasks: classify, ner, pos. Each task reads files, encodes, computes loss and metrics.
+"""Fine-tuning tasks: classify, ner, pos, retrieval. Each task reads files, encodes, computes loss and metrics.
 
 API (every task class has the same methods; `TASKS` maps names to classes):
 
@@ -23,6 +23,7 @@ A new task is one file: subclass Task (or WordTask), set `name` and `head`, impl
 above, and call `register_task(cls)`; finetune, evaluate, predict and serve then take `--task NAME`.
 
 Model head: `task.head` ('token' or 'sequence'); labels: `task.labels`, `task.id2label`.
+Retrieval (parallel files or source<TAB>target TSV; head 'base'): see tasks/retrieval.py.
 Word extras: `split_words(text)`; NER: `ner.char_entities(text, spans, tags, scores)`.
 Classify extras: `Classify.read(path, labelled=False)`, `Classify.confusion_matrix(examples, preds, png)`.
 Reports: `report.format_table(results, columns)`, `report.write_results(out_dir, results, columns, ...)`.
@@ -32,10 +33,11 @@ from .base import IGNORE, Feature, Task, evaluate, run_model
 from .classify import ClassPrediction, Classify, TextExample
 from .ner import Ner, char_entities
 from .pos import Pos
+from .retrieval import PairExample, Retrieval
 from .report import format_table, write_confusion_matrix, write_results
 from .words import WordExample, WordPrediction, WordTask, split_words
 
-TASKS: dict[str, type[Task]] = {"classify": Classify, "ner": Ner, "pos": Pos}
+TASKS: dict[str, type[Task]] = {"classify": Classify, "ner": Ner, "pos": Pos, "retrieval": Retrieval}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
@@ -71,5 +73,5 @@ def task_from_config(cfg) -> Task:
 
 __all__ = ["TASKS", "get_task", "register_task", "task_class", "task_from_config", "Task", "WordTask", "Feature",
            "IGNORE", "run_model", "evaluate",
-           "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "WordExample", "WordPrediction",
+           "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "Retrieval", "PairExample", "WordExample", "WordPrediction",
            "split_words", "char_entities", "format_table", "write_results", "write_confusion_matrix"]
