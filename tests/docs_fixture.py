@@ -31,7 +31,7 @@ def _conll(path: Path, n: int, rng: random.Random, date: bool = False) -> None:
 
 
 def make_shared(root: Path, seed: int = 0) -> Path:
-    """Write the fake tree under `root` (data/wikiann, data/sib200, data/masakhaner2, corpus)."""
+    """Write the fake tree under `root` (data/wikiann, data/sib200, data/masakhaner2, data/tatoeba, corpus)."""
     rng = random.Random(seed)
     for lang in ("en", "de", "fr", "nl"):
         d = root / "data" / "wikiann" / lang
@@ -57,6 +57,12 @@ def make_shared(root: Path, seed: int = 0) -> Path:
                 lines.append(f"{idx}\t{label}\t{text}")
                 idx += 1
             (d / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for lang in ("deu", "fra"):  # Tatoeba-style parallel files: line i of one translates line i of the other
+        d = root / "data" / "tatoeba" / lang
+        d.mkdir(parents=True)
+        eng = [" ".join(_word(rng) for _ in range(5)) for _ in range(30)]
+        (d / f"{lang}-eng.eng").write_text("\n".join(eng) + "\n", encoding="utf-8")
+        (d / f"{lang}-eng.{lang}").write_text("\n".join(f"{lang[:2]} {e}" for e in eng) + "\n", encoding="utf-8")
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
     for name in ("eng_Latn", "deu_Latn", "fra_Latn", "debian_deu_Latn", "swh_Latn", "yor_Latn", "nld_Latn"):

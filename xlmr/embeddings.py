@@ -197,6 +197,9 @@ def quantize_int8(src: Path, dst: Path) -> Path:
     return dst
 
 
+_EXPORTS: dict[str, tuple] = {}  # resolved model directory -> (its temporary directory, fused fp32 graph)
+
+
 class OnnxEncoder(nn.Module):
     """An onnxruntime session behind the encoder interface: forward(ids, mask, types) -> (B, T, D).
     One empty parameter says the device (CPU) to code that asks `next(model.parameters())`."""
@@ -207,16 +210,20 @@ class OnnxEncoder(nn.Module):
 
         super().__init__()
         self._anchor = nn.Parameter(torch.empty(0), requires_grad=False)
-        self._tmp = tempfile.TemporaryDirectory(prefix="xlmr-embed-onnx-")
-        tmp = Path(self._tmp.name)
-        model = load(directory, head="base").eval()
-        self.config = model.config
-        path = fuse_graph(export_encoder(model, tmp / "encoder.onnx"), tmp / "encoder.fused.onnx", model.config)
-        diff = max_difference(model, session_for(path, threads), shapes=((1, 5), (4, 40)))
-        if not diff <= 1e-3:
-            raise XlmrError(f"{directory}: the exported encoder differs from PyTorch by {diff:.3g}")
+        key = str(Path(directory).resolve())
+        if key not in _EXPORTS:  # one export per model and process: fp32 and int8 share it
+            tmp = tempfile.TemporaryDirectory(prefix="xlmr-embed-onnx-")
+            model = load(directory, head="base").eval()
+            fused = fuse_graph(export_encoder(model, Path(tmp.name) / "encoder.onnx"),
+                               Path(tmp.name) / "encoder.fused.onnx", model.config)
+            diff = max_difference(model, session_for(fused, threads), shapes=((1, 5), (4, 40)))
+            if not diff <= 1e-3:
+                raise XlmrError(f"{directory}: the exported encoder differs from PyTorch by {diff:.3g}")
+            _EXPORTS[key] = (tmp, fused)
+        self._tmp, path = _EXPORTS[key]
         if quantize == "int8":
-            path = quantize_int8(path, tmp / "encoder.int8.onnx")
+            q = path.with_name("encoder.int8.onnx")
+            path = q if q.is_file() else quantize_int8(path, q)
         self.path = path
         self.session = session_for(path, threads)
         self.names = [i.name for i in self.session.get_inputs()]
