@@ -66,7 +66,7 @@ def _relations(data: Path, rng: random.Random) -> None:
 
 def make_shared(root: Path, seed: int = 0) -> Path:
     """Write the fake tree under `root` (data/wikiann, data/sib200, data/masakhaner2, data/xquad, data/kbp37,
-    data/relx, corpus)."""
+    data/relx, data/tatoeba, corpus)."""
     rng = random.Random(seed)
     for lang in ("en", "de", "fr", "nl"):
         d = root / "data" / "wikiann" / lang
@@ -92,6 +92,12 @@ def make_shared(root: Path, seed: int = 0) -> Path:
                 lines.append(f"{idx}\t{label}\t{text}")
                 idx += 1
             (d / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for lang in ("deu", "fra"):  # Tatoeba-style parallel files: line i of one translates line i of the other
+        d = root / "data" / "tatoeba" / lang
+        d.mkdir(parents=True)
+        eng = [" ".join(_word(rng) for _ in range(5)) for _ in range(30)]
+        (d / f"{lang}-eng.eng").write_text("\n".join(eng) + "\n", encoding="utf-8")
+        (d / f"{lang}-eng.{lang}").write_text("\n".join(f"{lang[:2]} {e}" for e in eng) + "\n", encoding="utf-8")
     qa_rng = random.Random(seed + 1)  # its own stream: the files above and below stay as they were
     for lang in ("en", "de", "zh"):
         d = root / "data" / "xquad" / lang

@@ -3,12 +3,12 @@
 from .errors import XlmrError
 
 __version__ = "0.1.0"
-__all__ = ["Config", "Model", "PRESETS", "XlmrError", "load", "save", "export_hf", "__version__"]
+__all__ = ["Config", "Model", "PRESETS", "XlmrError", "load", "save", "export_hf", "embed", "__version__"]
 
 # The model and checkpoint API load on first use (PEP 562), so that `import xlmr.cli` and
 # `xlmr --help` do not pay for importing torch.
 _LAZY = {"Config": "model", "Model": "model", "PRESETS": "model", "load": "checkpoint", "save": "checkpoint",
-         "export_hf": "checkpoint"}
+         "export_hf": "checkpoint", "embed": "embeddings"}
 
 
 def __getattr__(name: str):

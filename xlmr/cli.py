@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "xlmr.commands.data",
     "xlmr.commands.pretrain",
     "xlmr.commands.finetune",
+    "xlmr.commands.embed",
     "xlmr.commands.adapters",
     "xlmr.commands.demo",
     "xlmr.commands.serve",
@@ -31,6 +32,7 @@ EXAMPLES = """examples:
   xlmr convert pytorch_model_dir/ safetensors_dir/
   xlmr tokenizer train --corpus corpus/ --vocab-size 32000 --alpha 0.3 --out tok/
   xlmr data prepare --corpus corpus/ --tokenizer tok/ --out data/
+  xlmr embed --prefix 'query: ' --input texts.txt --output vectors.npy
   xlmr demo
 """
 

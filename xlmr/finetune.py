@@ -29,7 +29,7 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
     """What `xlmr finetune` takes: data, task and model options on top of TrainConfig."""
 
     model: str = field(default="", metadata={"help": "checkpoint directory or hub name"})
-    task: str = field(default="ner", metadata={"help": "ner, classify, pos, qa or relation (or a registered task)"})
+    task: str = field(default="ner", metadata={"help": "ner, classify, pos, qa, relation or retrieval (or a registered task)"})
     train: str = field(default="", metadata={"help": "training file"})
     dev: str = field(default="", metadata={"help": "dev file (keeps the best checkpoint by its metric)"})
     test: list[str] = field(default_factory=list, metadata={"help": "test sets as LANG=PATH"})
@@ -60,6 +60,12 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
         "help": "classify: what the sentence head reads: the first token (cls, as transformers), the mean of "
                 "the last hidden states (mean), or auto (the checkpoint's; mean for a BERT checkpoint "
                 "without a pooler, such as multilingual-e5-small)"})
+    pooling: Literal["mean", "cls", "max"] = field(default="mean", metadata={
+        "help": "retrieval: how the token vectors become one sentence vector"})
+    prefix: str = field(default="", metadata={"help": "retrieval: text put before every sentence (e5: 'query: ')"})
+    teacher: str = field(default="", metadata={
+        "help": "retrieval: distil this model's embeddings of each source into both sides of its pair "
+                "(default: in-batch negatives)"})
     threads: int = field(default=0, metadata={"help": "CPU threads (0: the cores the load leaves idle)"})
     save_every: int = field(default=0, metadata={
         "help": "write a training checkpoint to out/checkpoints every N steps, so that the same command "
@@ -73,11 +79,12 @@ class FinetuneConfig(PeftOptions, resume.ResumeOptions, TrainConfig):
 
 
 def parse_tests(specs: list[str]) -> dict[str, str]:
-    """['de=path', ...] -> {'de': 'path'}; a bare path is named after its parent directory; a language
-    given twice is an error."""
-    out = lang_values(specs, "--test", bare=lambda spec: Path(spec).parent.name or "test")
+    """['de=path', ...] -> {'de': 'path'}; a bare path is named after its parent directory (a directory,
+    which the retrieval task reads, after itself); a language given twice is an error."""
+    bare = lambda spec: (Path(spec).name if Path(spec).is_dir() else Path(spec).parent.name) or "test"
+    out = lang_values(specs, "--test", bare=bare)
     for lang, path in out.items():
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise XlmrError(f"{path}: no such test file (from --test {lang}={path})")
     return out
 
@@ -250,19 +257,34 @@ def evaluate_sets(model, tok, task, tests: dict[str, list], out: Path, max_lengt
 
 
 def evaluate_model(model_path: str, tests: list[str], out: str, task_name: str | None = None,
-                   max_eval: int = 0, language_adapters: list[str] = (), unseen_labels: str = "error") -> dict:
+                   max_eval: int = 0, language_adapters: list[str] = (), unseen_labels: str = "error",
+                   options: dict | None = None) -> dict:
     """`xlmr evaluate`: one row per language plus the average; results.json and report.md in `out`
-    (held locked while it runs, see xlmr.rundir)."""
-    from .tasks import get_task
+    (held locked while it runs, see xlmr.rundir). `options` override the task options the model was
+    saved with (retrieval: pooling, prefix)."""
 
     with run_directory(out) as run:
         directory = resolve(model_path)
         info = load_task_info(directory, task_name)
         model = load_model(directory, language_adapters).to(device_of())
-        task = get_task(info["task"], **info.get("options", {}))
+        task = task_with_options(info["task"], {**info.get("options", {}), **(options or {})})
         task.set_labels(model.config.id2label)
         tok = Tokenizer.from_pretrained(directory)
         sets = {lang: _limit(task.read(path), max_eval) for lang, path in parse_tests(tests).items()}
         unseen = check_test_labels(task, sets, unseen_labels)
         return evaluate_sets(model, tok, task, sets, run.out, info.get("max_length", MAX_LENGTH),
                              info.get("stride", STRIDE), switch=language_switch(model), unseen=unseen)
+
+
+def task_with_options(name: str, options: dict):
+    """The task `name` with `options`; an option the task does not take is an XlmrError naming it."""
+    import inspect
+
+    from .tasks import task_class
+
+    cls = task_class(name)
+    known = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    extra = sorted(set(options) - known)
+    if extra:
+        raise XlmrError(f"the {name} task takes no option {', '.join('--' + k.replace('_', '-') for k in extra)}")
+    return cls(**options)

@@ -1,6 +1,8 @@
 """`xlmr serve`: a fine-tuned model behind HTTP, with micro-batching, limits and graceful shutdown.
 
-Endpoints: POST /v1/predict {"texts": [...]} (pair tasks such as qa: also "text_pairs", one per text), GET /healthz, GET /metrics (Prometheus), GET / (web page).
+Endpoints: POST /v1/predict {"texts": [...]} (pair tasks such as qa: also "text_pairs", one per text),
+POST /v1/embeddings (OpenAI-compatible: {"input": str or [str], "model": ...}), GET /healthz, GET /metrics
+(Prometheus), GET / (web page). A model without per-text predictions (an encoder such as multilingual-e5-small, or one trained for retrieval) serves embeddings only.
 
 Requests wait in one queue; a single worker thread takes up to `max_batch` texts at a time, waiting at
 most `max_wait_ms` after the oldest request for others to join, and runs the model. One thread,
@@ -56,6 +58,9 @@ class ServeConfig:
                 "body (then 408)"})
     keep_alive: float = field(default=5.0, metadata={"help": "seconds an idle keep-alive connection stays open"})
     max_connections: int = field(default=256, metadata={"help": "open connections (more: 503)"})
+    embeddings: bool = field(default=False, metadata={
+        "help": "also serve POST /v1/embeddings from the model's encoder (always on for a model without "
+                "per-text predictions)"})
 
     def __post_init__(self):
         def flag(name):
@@ -237,12 +242,7 @@ def parse_texts(body: bytes, cfg: ServeConfig, pair_required: bool = False) -> l
         raise ApiError(400, "request body is not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict) or "texts" not in data:
         raise ApiError(422, 'expected a JSON object {"texts": [string, ...]}')
-    texts = data["texts"]
-    if not isinstance(texts, list):
-        raise ApiError(422, f'"texts" must be a list of strings, got {type(texts).__name__}')
-    if len(texts) > cfg.max_texts:
-        raise ApiError(413, f"too many texts: {len(texts)} > {cfg.max_texts} per request")
-    check_strings(texts, "texts", cfg)
+    texts = check_texts(data["texts"], cfg, "texts")
     if "text_pairs" not in data:
         if pair_required:
             raise ApiError(422, 'this model needs a pair for every text: {"texts": [question, ...], '
@@ -253,6 +253,16 @@ def parse_texts(body: bytes, cfg: ServeConfig, pair_required: bool = False) -> l
         raise ApiError(422, f'"text_pairs" must be a list of {len(texts)} strings, one per text')
     check_strings(pairs, "text_pairs", cfg)
     return list(zip(texts, pairs))
+
+
+def check_texts(texts, cfg: ServeConfig, name: str) -> list[str]:
+    """`texts` (the request's field `name`) as a list of strings within the limits: 422, 413, 400."""
+    if not isinstance(texts, list):
+        raise ApiError(422, f'"{name}" must be a list of strings, got {type(texts).__name__}')
+    if len(texts) > cfg.max_texts:
+        raise ApiError(413, f"too many texts: {len(texts)} > {cfg.max_texts} per request")
+    check_strings(texts, name, cfg)
+    return texts
 
 
 def check_strings(items: list, name: str, cfg: ServeConfig) -> None:
@@ -266,6 +276,20 @@ def check_strings(items: list, name: str, cfg: ServeConfig) -> None:
         if bad:
             raise ApiError(400, f"{name}[{i}] is not valid Unicode: lone surrogate U+{ord(bad.group()):04X} at "
                                 f"character {bad.start()}")
+
+
+def parse_embedding_input(body: bytes, cfg: ServeConfig) -> list[str]:
+    """The texts of an OpenAI-style embeddings request {"input": str or [str], "model": ...}, checked
+    against the same limits as predict requests (400, 422, 413)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise ApiError(400, "request body is not valid JSON") from None
+    if not isinstance(data, dict) or "input" not in data:
+        raise ApiError(422, 'expected a JSON object {"input": string or [string, ...], "model": ...}')
+    if data.get("encoding_format", "float") != "float":
+        raise ApiError(422, 'only "encoding_format": "float" is supported')
+    return check_texts([data["input"]] if isinstance(data["input"], str) else data["input"], cfg, "input")
 
 
 async def read_body(request, limit: int) -> bytes:
@@ -366,39 +390,47 @@ def create_app(cfg: ServeConfig, predictor=None):
     from fastapi import FastAPI, Request
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-    if predictor is None:
+    if predictor is None and predicts_text(cfg):
         from .predict import Predictor
 
         predictor = Predictor(cfg.model, task=cfg.task, quantize=cfg.quantize, device="cpu", backend=cfg.backend,
                               words=cfg.words)
+    embedder = embedding_function(cfg) if cfg.embeddings or predictor is None else None
     metrics = Metrics()
-    task = predictor.task
+    task = predictor.task if predictor is not None else None
+    pairs = bool(task and task.pair_required)
 
-    def predict(items: list) -> list[dict]:
+    def predict_items(items: list) -> list[dict]:
         """Texts, or (text, pair) tuples -> one JSON answer each; blank texts are answered without the model."""
         if not any(isinstance(i, tuple) for i in items):
             return predictor(items)
         return predictor([i[0] if isinstance(i, tuple) else i for i in items],
                          [i[1] if isinstance(i, tuple) else None for i in items])
 
+    predict = predict_items if predictor is not None else None
     # Warm up with full batches of growing length, so that the allocator reaches its working set
     # before traffic (RSS then stays flat under load) and the first requests are not slow.
     for words in (1, 8, 32, 128):
         warm = " ".join(["Warm"] * words)
-        predict([("Warm?", warm) if task.pair_required else warm] * cfg.max_batch)
-    info = {"model": str(cfg.model), "task": task.name, "labels": list(task.labels), "backend": cfg.backend,
-            "quantize": cfg.quantize, "pairs": task.pair_required}
+        if predict is not None:
+            predict([("Warm?", warm) if pairs else warm] * cfg.max_batch)
+        if embedder is not None:
+            embedder([warm] * cfg.max_batch)
+    info = {"model": str(cfg.model), "task": task.name if task else None, "labels": list(task.labels) if task else [],
+            "backend": cfg.backend, "quantize": cfg.quantize, "pairs": pairs, "embeddings": embedder is not None}
     page = (STATIC / "index.html").read_text(encoding="utf-8")
 
     @asynccontextmanager
     async def lifespan(app):
         app.state.batcher = Batcher(predict, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.max_queue, metrics)
-        worker = asyncio.create_task(app.state.batcher.run())
+        app.state.embed_batcher = Batcher(embedder, cfg.max_batch, cfg.max_wait_ms / 1000, cfg.max_queue, metrics)
+        workers = [asyncio.create_task(b.run()) for b in (app.state.batcher, app.state.embed_batcher)]
         watcher = asyncio.create_task(watch_drain(app, cfg))
         yield
-        worker.cancel()
-        watcher.cancel()
+        for w in workers + [watcher]:
+            w.cancel()
         app.state.batcher.executor.shutdown(wait=True)
+        app.state.embed_batcher.executor.shutdown(wait=True)
 
     app = FastAPI(title="xlmr", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.draining, app.state.inflight, app.state.server = False, 0, None
@@ -415,19 +447,20 @@ def create_app(cfg: ServeConfig, predictor=None):
     async def api_error(request, e: ApiError):  # an ApiError outside the predict route (a read timeout)
         return error(e.status, str(e), close=True)
 
-    @app.post("/v1/predict")
-    async def predict_route(request: Request):
+    async def answer(request, parse, batcher, respond, missing: str | None):
         t0 = time.perf_counter()
         app.state.last_request = time.monotonic()
         if app.state.draining:
             response = error(503, "server is shutting down; retry on another instance", close=True)
+        elif missing:
+            response = error(404, missing)
         else:
             app.state.inflight += 1
             metrics.inflight.inc()
             try:
-                texts = parse_texts(await read_body(request, cfg.max_body), cfg, task.pair_required)
-                results = await app.state.batcher.submit(texts, cfg.timeout) if texts else []
-                response = JSONResponse({"predictions": results})
+                texts = parse(await read_body(request, cfg.max_body), cfg)
+                results = await batcher.submit(texts, cfg.timeout) if texts else []
+                response = JSONResponse(respond(results))
             except ApiError as e:
                 response = error(e.status, str(e), close=e.status in (408, 413))  # the body is unread
             except Exception as e:  # a model failure: answer, log, keep serving
@@ -441,6 +474,23 @@ def create_app(cfg: ServeConfig, predictor=None):
             metrics.errors.labels(code).inc()
         metrics.latency.observe(time.perf_counter() - t0)
         return response
+
+    @app.post("/v1/predict")
+    async def predict_route(request: Request):
+        missing = None if predict else "this model has no per-text predictions; it serves POST /v1/embeddings"
+        parse = lambda body, cfg: parse_texts(body, cfg, pairs)  # noqa: E731
+        return await answer(request, parse, app.state.batcher, lambda r: {"predictions": r}, missing)
+
+    def embeddings_answer(results):
+        data = [{"object": "embedding", "index": i, "embedding": vec} for i, (vec, _) in enumerate(results)]
+        tokens = sum(n for _, n in results)
+        return {"object": "list", "data": data, "model": str(cfg.model),
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+    @app.post("/v1/embeddings")
+    async def embeddings_route(request: Request):
+        missing = None if embedder else "embeddings are off for this model; start the server with --embeddings"
+        return await answer(request, parse_embedding_input, app.state.embed_batcher, embeddings_answer, missing)
 
     @app.get("/healthz")
     async def healthz():
@@ -457,6 +507,34 @@ def create_app(cfg: ServeConfig, predictor=None):
         return HTMLResponse(page)
 
     return app
+
+
+def predicts_text(cfg: ServeConfig) -> bool:
+    """Whether the model has a task with per-text predictions (a retrieval model or a bare encoder has not)."""
+    from .checkpoint import TASK_FILE, resolve
+    from .tasks import task_class
+
+    directory = resolve(cfg.model)
+    if cfg.task is None and not (directory / TASK_FILE).is_file():
+        return False
+    from .checkpoint import load_task_info
+
+    return getattr(task_class(load_task_info(directory, cfg.task)["task"]), "text_predictions", True)
+
+
+def embedding_function(cfg: ServeConfig):
+    """texts -> [(L2-normalised embedding as a list, token count)], from the model's encoder."""
+    from .embeddings import Embedder
+
+    embedder = Embedder(cfg.model, backend=cfg.backend, quantize=cfg.quantize, device="cpu")
+
+    def run(texts: list[str]) -> list[tuple[list[float], int]]:
+        vecs = embedder(texts, True)
+        counts = [sum(m) for m in embedder.tokenizer.encode([embedder.prefix + t for t in texts],
+                                                            max_length=embedder.max_length).attention_mask]
+        return [(v.tolist(), n) for v, n in zip(vecs, counts)]
+
+    return run
 
 
 QUIET_SECONDS = 1.0  # during drain: stop once no request has arrived for this long

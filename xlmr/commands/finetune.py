@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--language-adapter", nargs="+", default=[], help="MAD-X: LANG=DIR language adapter per test set")
     p.add_argument("--unseen-labels", choices=["error", "outside"], default="error",
                    help="a gold label the model was not trained on: an error, or (ner) scored as O")
+    p.add_argument("--pooling", choices=["mean", "cls", "max"], default=None,
+                   help="retrieval: sentence vector from the token vectors (default: the model's, else mean)")
+    p.add_argument("--prefix", default=None, help="retrieval: text before every sentence (e5: 'query: ')")
     p.set_defaults(func=run_evaluate)
 
     p = add_command(sub, "predict", "predict labels, entities or answers for text lines or JSONL",
@@ -64,7 +67,9 @@ def run_evaluate(args) -> int:
     from ..train import set_threads
 
     set_threads(args.threads)
-    evaluate_model(args.model, args.test, args.out, args.task, args.max_eval, args.language_adapter, args.unseen_labels)
+    options = {k: getattr(args, k) for k in ("pooling", "prefix") if getattr(args, k) is not None}
+    evaluate_model(args.model, args.test, args.out, args.task, args.max_eval, args.language_adapter, args.unseen_labels,
+                   options)
     print(f"wrote {args.out}/results.json and {args.out}/report.md")
     return 0
 

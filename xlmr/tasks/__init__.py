@@ -1,4 +1,5 @@
-"""Fine-tuning tasks: classify, ner, pos, qa, relation. Each task reads files, encodes, computes loss and metrics.
+"""Fine-tuning tasks: classify, ner, pos, qa, relation, retrieval. Each task reads files, encodes, computes
+loss and metrics.
 
 API (every task class has the same methods; `TASKS` maps names to classes):
 
@@ -23,9 +24,10 @@ API (every task class has the same methods; `TASKS` maps names to classes):
 A new task is one file: subclass Task (or WordTask), set `name` and `head`, implement the methods
 above, and call `register_task(cls)`; finetune, evaluate, predict and serve then take `--task NAME`.
 
-Model head: `task.head` ('token', 'sequence' or 'qa'); labels: `task.labels`, `task.id2label`.
+Model head: `task.head` ('token', 'sequence', 'qa' or 'base'); labels: `task.labels`, `task.id2label`.
 Word extras: `split_words(text)`, `words.tokenizer_words(texts, tokenizer)`; NER: `ner.char_entities(text, spans, tags, scores)`.
 Relation extras: `task.prepare_model(model, tokenizer)` adds the entity markers (see relation.py).
+Retrieval (parallel files or source<TAB>target TSV; head 'base'): see tasks/retrieval.py.
 Classify extras: `Classify.read(path, labelled=False)`, `Classify.confusion_matrix(examples, preds, png)`.
 QA extras: `qa.read_squad(path)`, `qa.squad_scores(predictions, golds, normalizer)`, `qa.normalize_answer`.
 Reports: `report.format_table(results, columns)`, `report.write_results(out_dir, results, columns, ...)`.
@@ -35,10 +37,11 @@ from .base import IGNORE, Feature, Task, evaluate, run_model
 from .classify import ClassPrediction, Classify, TextExample
 from .ner import Ner, char_entities
 from .pos import Pos
+from .retrieval import PairExample, Retrieval
 from .report import format_table, write_confusion_matrix, write_results
 from .words import WordExample, WordPrediction, WordTask, split_words
 
-TASKS: dict[str, type[Task]] = {"classify": Classify, "ner": Ner, "pos": Pos}
+TASKS: dict[str, type[Task]] = {"classify": Classify, "ner": Ner, "pos": Pos, "retrieval": Retrieval}
 
 
 def register_task(cls: type[Task]) -> type[Task]:
@@ -82,6 +85,6 @@ def task_from_config(cfg) -> Task:
 
 __all__ = ["TASKS", "get_task", "register_task", "task_class", "task_from_config", "Task", "WordTask", "Feature",
            "IGNORE", "run_model", "evaluate",
-           "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "Qa", "QaExample", "Relation", "WordExample",
-           "WordPrediction",
+           "Classify", "TextExample", "ClassPrediction", "Ner", "Pos", "Qa", "QaExample", "Relation", "Retrieval",
+           "PairExample", "WordExample", "WordPrediction",
            "split_words", "char_entities", "format_table", "write_results", "write_confusion_matrix"]
