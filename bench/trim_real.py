@@ -1,0 +1,216 @@
+"""Trim multilingual-e5-small to the SIB-200 languages of the corpus; check it is exact; fine-tune both.
+
+    python bench/trim_real.py [--model multilingual-e5-small] [--epochs 3] [--threads 1] [--json trim.json]
+
+1. `xlmr tokenizer trim` on the corpus files (`../shared/corpus`, debian_X counts as X) of the languages
+   that have a SIB-200 test set (20), timed;
+2. vocabulary, parameters and model.safetensors size, before and after;
+3. exactness on every SIB-200 test sentence of those languages: the share whose trimmed ids map one to
+   one onto the untrimmed ids (same pieces), and the largest |difference| of the last hidden states
+   (fp32) over the sentences that map;
+4. the trimmed directory loads in transformers (`AutoModel`, `AutoTokenizer`): same hidden states;
+5. the same fine-tune of both checkpoints on `eng_Latn/train.tsv` (xlmr.finetune defaults, lr 1e-4,
+   batch 32, --epochs, seed 0, max length 128), each side in its own process, one after the other:
+   zero-shot accuracy over the 19 other languages, training wall and CPU time, peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+from sides import peak_rss_mb, run_sides, timed_xlmr_train  # noqa: E402
+
+SHARED = Path(os.environ.get("XLMR_DATA", str(ROOT.parent / "shared" / "data"))).parent
+SIB = SHARED / "data" / "sib200"
+CORPUS = Path(os.environ.get("XLMR_CORPUS", str(SHARED / "corpus")))
+SOURCE = "eng_Latn"
+
+
+def languages() -> list[str]:
+    return sorted(p.name for p in SIB.iterdir() if (p / "test.tsv").is_file())
+
+
+def corpus_subset(langs: list[str], directory: Path) -> Path:
+    """Symlinks to the corpus files of `langs` (no copy of the data)."""
+    from xlmr.sources import language_of
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for f in sorted(CORPUS.glob("*.txt")):
+        if language_of(f) in langs:
+            (directory / f.name).symlink_to(f.resolve())
+    return directory
+
+
+def test_texts(lang: str) -> list[str]:
+    from xlmr.tasks import get_task
+
+    return [ex.text for ex in get_task("classify").read(str(SIB / lang / "test.tsv"))]
+
+
+def exactness(full_dir: Path, small_dir: Path, langs: list[str]) -> dict:
+    """Share of test sentences whose pieces are kept, and the worst hidden-state difference on them."""
+    import torch
+
+    import xlmr
+    from xlmr.tokenizer import Tokenizer
+
+    tok, small_tok = Tokenizer.from_pretrained(full_dir), Tokenizer.from_pretrained(small_dir)
+    old_of = [tok.backend.token_to_id(small_tok.backend.id_to_token(i)) for i in range(small_tok.vocab_size)]
+    full, small = xlmr.load(full_dir, head="base"), xlmr.load(small_dir, head="base")
+    per_lang, worst, mapped, total = {}, 0.0, 0, 0
+    for lang in langs:
+        texts, same = test_texts(lang), 0
+        for i in range(0, len(texts), 32):
+            a, b = tok.encode(texts[i:i + 32], max_length=128), small_tok.encode(texts[i:i + 32], max_length=128)
+            rows = [r for r, (x, y) in enumerate(zip(a.input_ids, b.input_ids)) if x == [old_of[j] for j in y]]
+            same += len(rows)
+            if not rows:
+                continue
+            ids, mask, _ = a.tensors()
+            small_ids = b.tensors()[0]
+            rows_t = torch.tensor(rows)
+            with torch.no_grad():
+                h1 = full(ids[rows_t], mask[rows_t])
+                h2 = small(small_ids[rows_t], mask[rows_t])
+            real = mask[rows_t].bool()
+            worst = max(worst, (h1[real] - h2[real]).abs().max().item())
+        per_lang[lang] = same / len(texts)
+        mapped, total = mapped + same, total + len(texts)
+    return {"mapped": mapped, "sentences": total, "mapped_per_language": per_lang, "max_abs_diff": worst}
+
+
+def transformers_loads(small_dir: Path) -> float:
+    """Largest |difference| between transformers' and xlmr's hidden states on the trimmed directory."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    import xlmr
+
+    texts = test_texts(SOURCE)[:16] + test_texts("yor_Latn")[:16]
+    hf_tok = AutoTokenizer.from_pretrained(small_dir)
+    hf = AutoModel.from_pretrained(small_dir).eval()
+    ours = xlmr.load(small_dir, head="base")
+    enc = hf_tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        a = hf(**enc).last_hidden_state
+        b = ours(enc["input_ids"], enc["attention_mask"])
+    real = enc["attention_mask"].bool()
+    return (a[real] - b[real]).abs().max().item()
+
+
+def child(args) -> None:
+    """Fine-tune one checkpoint in this process; results as JSON on the last stdout line."""
+    import torch
+
+    import xlmr.finetune as ft
+
+    torch.set_num_threads(args.threads)
+    timing = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = ft.FinetuneConfig(model=args.side_model, task="classify", train=str(SIB / SOURCE / "train.tsv"),
+                                test=[f"{lang}={SIB / lang / 'test.tsv'}" for lang in languages()], out=tmp,
+                                epochs=args.epochs, batch_size=32, lr=1e-4, warmup=0.1, weight_decay=0.01,
+                                seed=0, max_length=128, progress=False, threads=args.threads)
+        with timed_xlmr_train(timing):
+            summary = ft.finetune(cfg)
+    acc = {lang: m["accuracy"] for lang, m in summary["test"].items()}
+    print(json.dumps({"accuracy": acc, "train_wall_s": timing["wall"], "train_cpu_s": timing["cpu"],
+                      "peak_rss_mb": peak_rss_mb()}))
+
+
+def zero_shot(acc: dict) -> float:
+    others = [v for k, v in acc.items() if k != SOURCE]
+    return sum(others) / len(others)
+
+
+def sizes(directory: Path) -> dict:
+    import xlmr
+    from xlmr.tokenizer_trim import parameter_counts
+
+    counts = parameter_counts(xlmr.load(directory, head="base"))
+    return {**counts, "file_mb": (directory / "model.safetensors").stat().st_size / 1e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="multilingual-e5-small")
+    ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="keep the trimmed checkpoint here (default: a temporary dir)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--side", default=None, help=argparse.SUPPRESS)  # internal: fine-tune one checkpoint
+    ap.add_argument("--side-model", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.side:
+        return child(args)
+    from xlmr.checkpoint import resolve
+
+    full_dir, langs = resolve(args.model), languages()
+    with tempfile.TemporaryDirectory() as tmp:
+        small_dir = Path(args.out or Path(tmp) / "trimmed")
+        subset = corpus_subset(langs, Path(tmp) / "corpus")
+        cmd = [sys.executable, "-m", "xlmr", "tokenizer", "trim", "--model", args.model, "--corpus", str(subset),
+               "--out", str(small_dir)]
+        print(f"$ xlmr tokenizer trim --model {args.model} --corpus <{len(langs)} SIB-200 languages, "
+              f"{len(list(subset.iterdir()))} files> --out trimmed/", flush=True)
+        w = time.perf_counter()
+        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads),
+                                             "PYTHONPATH": str(ROOT)})
+        r = {"trim_wall_s": time.perf_counter() - w, "before": sizes(full_dir), "after": sizes(small_dir)}
+        r["exact"] = exactness(full_dir, small_dir, langs)
+        r["transformers_max_abs_diff"] = transformers_loads(small_dir)
+        report_exact(r)
+        sides = {}
+        for name, d in (("full", full_dir), ("trimmed", small_dir)):
+            sides.update({name: run_sides(__file__, [name], ["--epochs", str(args.epochs), "--threads",
+                                                            str(args.threads), "--side-model", str(d)],
+                                          args.threads)[name]})
+        r["finetune"] = sides
+    report_finetune(r, args)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), **r}, indent=2) + "\n")
+
+
+def report_exact(r: dict) -> None:
+    b, a = r["before"], r["after"]
+    print(f"\ntrimmed in {r['trim_wall_s']:.0f} s\n{'':<20}{'before':>14}{'after':>14}{'kept':>8}")
+    for label, key in (("vocabulary", "vocab"), ("embedding params", "embedding"), ("total params", "total"),
+                       ("model.safetensors MB", "file_mb")):
+        print(f"{label:<20}{b[key]:>14,.0f}{a[key]:>14,.0f}{100 * a[key] / b[key]:>7.1f}%")
+    e = r["exact"]
+    worst = min(e["mapped_per_language"].items(), key=lambda kv: kv[1])
+    print(f"SIB-200 test sentences whose ids map one to one: {e['mapped']}/{e['sentences']} "
+          f"(lowest: {worst[0]} {100 * worst[1]:.1f}%); max |hidden state difference| on them "
+          f"{e['max_abs_diff']:.2e}")
+    print(f"transformers AutoModel on the trimmed directory vs xlmr: max |difference| "
+          f"{r['transformers_max_abs_diff']:.2e}", flush=True)
+
+
+def report_finetune(r: dict, args) -> None:
+    f, t = r["finetune"]["full"], r["finetune"]["trimmed"]
+    print(f"\nSIB-200 fine-tune on {SOURCE}, {args.epochs:g} epochs, batch 32, lr 1e-4, seed 0, "
+          f"{args.threads} thread(s)\n{'language':10}{'full':>10}{'trimmed':>10}")
+    for lang in sorted(f["accuracy"]):
+        print(f"{lang:10}{f['accuracy'][lang]:10.3f}{t['accuracy'][lang]:10.3f}")
+    print(f"{'zero-shot':10}{zero_shot(f['accuracy']):10.3f}{zero_shot(t['accuracy']):10.3f}")
+    for label, key, fmt in (("train s", "train_wall_s", ".1f"), ("CPU s", "train_cpu_s", ".1f"),
+                            ("peak MB", "peak_rss_mb", ".0f")):
+        print(f"{label:10}{f[key]:10{fmt}}{t[key]:10{fmt}}")
+    print(f"trimmed vs full: zero-shot {100 * (zero_shot(t['accuracy']) - zero_shot(f['accuracy'])):+.1f} points, "
+          f"train time {t['train_wall_s'] / f['train_wall_s']:.3f}x (CPU {t['train_cpu_s'] / f['train_cpu_s']:.3f}x), "
+          f"peak memory {t['peak_rss_mb'] / f['peak_rss_mb']:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
