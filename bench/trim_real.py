@@ -11,7 +11,10 @@
 4. the trimmed directory loads in transformers (`AutoModel`, `AutoTokenizer`): same hidden states;
 5. the same fine-tune of both checkpoints on `eng_Latn/train.tsv` (xlmr.finetune defaults, lr 1e-4,
    batch 32, --epochs, seed 0, max length 128), each side in its own process, one after the other:
-   zero-shot accuracy over the 19 other languages, training wall and CPU time, peak resident memory.
+   zero-shot accuracy over the 19 other languages (first --test-n test sentences each), training wall
+   and CPU time, peak resident memory. Both start from the same classification head: the untrimmed
+   model gets a seeded fresh head and is saved, and that checkpoint is trimmed head and all; each side
+   re-seeds after loading, so both draw the same dropout masks whatever their vocabulary size.
 """
 
 from __future__ import annotations
@@ -52,13 +55,30 @@ def corpus_subset(langs: list[str], directory: Path) -> Path:
     return directory
 
 
-def test_texts(lang: str) -> list[str]:
+def test_texts(lang: str, n: int = 0) -> list[str]:
     from xlmr.tasks import get_task
 
-    return [ex.text for ex in get_task("classify").read(str(SIB / lang / "test.tsv"))]
+    texts = [ex.text for ex in get_task("classify").read(str(SIB / lang / "test.tsv"))]
+    return texts[:n] if n else texts
 
 
-def exactness(full_dir: Path, small_dir: Path, langs: list[str]) -> dict:
+def with_head(full_dir: Path, out: Path) -> Path:
+    """The untrimmed checkpoint with a seeded fresh SIB-200 classification head, saved with its tokenizer."""
+    import torch
+
+    import xlmr
+    from xlmr.checkpoint import copy_tokenizer
+    from xlmr.tasks import get_task
+
+    task = get_task("classify")
+    labels = task.build_labels(task.read(str(SIB / SOURCE / "train.tsv")))
+    torch.manual_seed(0)
+    xlmr.save(xlmr.load(full_dir, head="sequence", id2label=dict(enumerate(labels))), out)
+    copy_tokenizer(full_dir, out)
+    return out
+
+
+def exactness(full_dir: Path, small_dir: Path, langs: list[str], n: int) -> dict:
     """Share of test sentences whose pieces are kept, and the worst hidden-state difference on them."""
     import torch
 
@@ -70,7 +90,7 @@ def exactness(full_dir: Path, small_dir: Path, langs: list[str]) -> dict:
     full, small = xlmr.load(full_dir, head="base"), xlmr.load(small_dir, head="base")
     per_lang, worst, mapped, total = {}, 0.0, 0, 0
     for lang in langs:
-        texts, same = test_texts(lang), 0
+        texts, same = test_texts(lang, n), 0
         for i in range(0, len(texts), 32):
             a, b = tok.encode(texts[i:i + 32], max_length=128), small_tok.encode(texts[i:i + 32], max_length=128)
             rows = [r for r, (x, y) in enumerate(zip(a.input_ids, b.input_ids)) if x == [old_of[j] for j in y]]
@@ -116,10 +136,19 @@ def child(args) -> None:
     import xlmr.finetune as ft
 
     torch.set_num_threads(args.threads)
+    real_load = ft.load
+
+    def load_then_seed(*a, **kw):  # the same RNG stream after loading, whatever the vocabulary size
+        model = real_load(*a, **kw)
+        torch.manual_seed(0)
+        return model
+
+    ft.load = load_then_seed
     timing = {}
     with tempfile.TemporaryDirectory() as tmp:
         cfg = ft.FinetuneConfig(model=args.side_model, task="classify", train=str(SIB / SOURCE / "train.tsv"),
                                 test=[f"{lang}={SIB / lang / 'test.tsv'}" for lang in languages()], out=tmp,
+                                max_eval=args.test_n,
                                 epochs=args.epochs, batch_size=32, lr=1e-4, warmup=0.1, weight_decay=0.01,
                                 seed=0, max_length=128, progress=False, threads=args.threads)
         with timed_xlmr_train(timing):
@@ -147,6 +176,9 @@ def main() -> None:
     ap.add_argument("--model", default="multilingual-e5-small")
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--check-n", type=int, default=0, help="test sentences per language for the exactness check "
+                    "(0: all)")
+    ap.add_argument("--test-n", type=int, default=0, help="test sentences per language after fine-tuning (0: all)")
     ap.add_argument("--out", default=None, help="keep the trimmed checkpoint here (default: a temporary dir)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)  # internal: fine-tune one checkpoint
@@ -160,22 +192,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         small_dir = Path(args.out or Path(tmp) / "trimmed")
         subset = corpus_subset(langs, Path(tmp) / "corpus")
-        cmd = [sys.executable, "-m", "xlmr", "tokenizer", "trim", "--model", args.model, "--corpus", str(subset),
+        headed = with_head(full_dir, Path(tmp) / "full-head")  # trimmed head and all
+        cmd = [sys.executable, "-m", "xlmr", "tokenizer", "trim", "--model", str(headed), "--corpus", str(subset),
                "--out", str(small_dir)]
-        print(f"$ xlmr tokenizer trim --model {args.model} --corpus <{len(langs)} SIB-200 languages, "
+        print(f"$ xlmr tokenizer trim --model {args.model}+head --corpus <{len(langs)} SIB-200 languages, "
               f"{len(list(subset.iterdir()))} files> --out trimmed/", flush=True)
         w = time.perf_counter()
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads),
                                              "PYTHONPATH": str(ROOT)})
-        r = {"trim_wall_s": time.perf_counter() - w, "before": sizes(full_dir), "after": sizes(small_dir)}
-        r["exact"] = exactness(full_dir, small_dir, langs)
+        r = {"trim_wall_s": time.perf_counter() - w, "before": sizes(headed), "after": sizes(small_dir)}
+        r["exact"] = exactness(full_dir, small_dir, langs, args.check_n)
         r["transformers_max_abs_diff"] = transformers_loads(small_dir)
         report_exact(r)
         sides = {}
-        for name, d in (("full", full_dir), ("trimmed", small_dir)):
+        for name, d in (("full", headed), ("trimmed", small_dir)):
             sides.update({name: run_sides(__file__, [name], ["--epochs", str(args.epochs), "--threads",
-                                                            str(args.threads), "--side-model", str(d)],
-                                          args.threads)[name]})
+                                                            str(args.threads), "--test-n", str(args.test_n),
+                                                            "--side-model", str(d)], args.threads)[name]})
         r["finetune"] = sides
     report_finetune(r, args)
     if args.json:
@@ -200,6 +233,7 @@ def report_exact(r: dict) -> None:
 def report_finetune(r: dict, args) -> None:
     f, t = r["finetune"]["full"], r["finetune"]["trimmed"]
     print(f"\nSIB-200 fine-tune on {SOURCE}, {args.epochs:g} epochs, batch 32, lr 1e-4, seed 0, "
+          f"first {args.test_n or 'all'} test sentences per language, "
           f"{args.threads} thread(s)\n{'language':10}{'full':>10}{'trimmed':>10}")
     for lang in sorted(f["accuracy"]):
         print(f"{lang:10}{f['accuracy'][lang]:10.3f}{t['accuracy'][lang]:10.3f}")
