@@ -1,7 +1,7 @@
 """NER on five African languages, before and after continued MLM pretraining: zero-shot and in-language.
 
     python bench/adapt_ner.py --base runs/e5-afr --adapted runs/pretrain-afr/final \
-        [--pretrain-run runs/pretrain-afr] [--train-n 2000] [--test-n 500] [--json adapt_ner.json]
+        [--pretrain-run runs/pretrain-afr] [--train-n 1000] [--test-n 200] [--json adapt_ner.json]
 
 For each checkpoint (`base`: not adapted; `adapted`: after `xlmr pretrain --init base`), each in its own
 process, the two side by side, with the same seeds and options (xlmr.finetune, seed 0, lr 5e-5 for
@@ -75,12 +75,14 @@ def main() -> None:
     ap.add_argument("--base", required=True)
     ap.add_argument("--adapted", required=True)
     ap.add_argument("--pretrain-run", default=None)
-    ap.add_argument("--train-n", type=int, default=2000)
+    ap.add_argument("--train-n", type=int, default=1000)
     ap.add_argument("--in-n", type=int, default=1000)
-    ap.add_argument("--test-n", type=int, default=500)
+    ap.add_argument("--test-n", type=int, default=200)
     ap.add_argument("--epochs-en", type=float, default=1.0)
-    ap.add_argument("--epochs-in", type=float, default=2.0)
+    ap.add_argument("--epochs-in", type=float, default=1.0)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", choices=["base", "adapted"], default=None, help="run one side only")
+    ap.add_argument("--cache", default=None, help="keep each side's results here and reuse them")
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.side:
@@ -88,15 +90,25 @@ def main() -> None:
     argv = ["--base", args.base, "--adapted", args.adapted, "--train-n", str(args.train_n), "--in-n", str(args.in_n),
             "--test-n", str(args.test_n), "--epochs-en", str(args.epochs_en), "--epochs-in", str(args.epochs_in)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cache = Path(args.cache) if args.cache else None
+    sides = {name: path for name, path in (("base", args.base), ("adapted", args.adapted))
+             if (not args.only or name == args.only) and not (cache and (cache / f"{name}.json").is_file())}
     procs = {name: subprocess.Popen([sys.executable, __file__, "--side", path, *argv], stdout=subprocess.PIPE,
-                                    text=True, env=env) for name, path in (("base", args.base), ("adapted", args.adapted))}
+                                    text=True, env=env) for name, path in sides.items()}
     results = {}
     for name, p in procs.items():
         out, _ = p.communicate()
         if p.returncode:
             sys.exit(f"{name} failed")
         results[name] = json.loads(out.strip().splitlines()[-1])
-    report(results, args)
+        if cache:
+            cache.mkdir(parents=True, exist_ok=True)
+            (cache / f"{name}.json").write_text(json.dumps(results[name]) + "\n")
+    if cache:
+        results = {name: json.loads((cache / f"{name}.json").read_text()) for name in ("base", "adapted")
+                   if (cache / f"{name}.json").is_file()}
+    if len(results) == 2:
+        report(results, args)
 
 
 def report(results: dict, args) -> None:

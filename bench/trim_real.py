@@ -181,6 +181,9 @@ def main() -> None:
     ap.add_argument("--test-n", type=int, default=0, help="test sentences per language after fine-tuning (0: all)")
     ap.add_argument("--out", default=None, help="keep the trimmed checkpoint here (default: a temporary dir)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--reuse", nargs=2, metavar=("HEADED", "TRIMMED"), default=None,
+                    help="skip the trim: the headed untrimmed and the trimmed directories of an earlier run")
+    ap.add_argument("--parallel", action="store_true", help="run the two fine-tunes at the same time")
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)  # internal: fine-tune one checkpoint
     ap.add_argument("--side-model", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -192,27 +195,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         small_dir = Path(args.out or Path(tmp) / "trimmed")
         subset = corpus_subset(langs, Path(tmp) / "corpus")
-        headed = with_head(full_dir, Path(tmp) / "full-head")  # trimmed head and all
+        headed = Path(args.reuse[0]) if args.reuse else with_head(full_dir, Path(tmp) / "full-head")
+        small_dir = Path(args.reuse[1]) if args.reuse else small_dir
         cmd = [sys.executable, "-m", "xlmr", "tokenizer", "trim", "--model", str(headed), "--corpus", str(subset),
                "--out", str(small_dir)]
         print(f"$ xlmr tokenizer trim --model {args.model}+head --corpus <{len(langs)} SIB-200 languages, "
               f"{len(list(subset.iterdir()))} files> --out trimmed/", flush=True)
         w = time.perf_counter()
-        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads),
-                                             "PYTHONPATH": str(ROOT)})
+        if not args.reuse:
+            subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads),
+                                                 "PYTHONPATH": str(ROOT)})
         r = {"trim_wall_s": time.perf_counter() - w, "before": sizes(headed), "after": sizes(small_dir)}
         r["exact"] = exactness(full_dir, small_dir, langs, args.check_n)
         r["transformers_max_abs_diff"] = transformers_loads(small_dir)
         report_exact(r)
-        sides = {}
-        for name, d in (("full", headed), ("trimmed", small_dir)):
-            sides.update({name: run_sides(__file__, [name], ["--epochs", str(args.epochs), "--threads",
-                                                            str(args.threads), "--test-n", str(args.test_n),
-                                                            "--side-model", str(d)], args.threads)[name]})
-        r["finetune"] = sides
+        r["finetune"] = fine_tunes(args, {"full": headed, "trimmed": small_dir})
     report_finetune(r, args)
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), **r}, indent=2) + "\n")
+
+
+def fine_tunes(args, dirs: dict) -> dict:
+    """Each side in its own process: one after the other, or both at once with --parallel."""
+    argv = lambda d: ["--epochs", str(args.epochs), "--threads", str(args.threads), "--test-n", str(args.test_n),
+                      "--side-model", str(d)]
+    if not args.parallel:
+        return {name: run_sides(__file__, [name], argv(d), args.threads)[name] for name, d in dirs.items()}
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    procs = {name: subprocess.Popen([sys.executable, __file__, "--side", name, *argv(d)], stdout=subprocess.PIPE,
+                                    text=True, env=env) for name, d in dirs.items()}
+    out = {}
+    for name, p in procs.items():
+        stdout, _ = p.communicate()
+        if p.returncode:
+            sys.exit(f"{name} failed")
+        out[name] = json.loads(stdout.strip().splitlines()[-1])
+    return out
 
 
 def report_exact(r: dict) -> None:
