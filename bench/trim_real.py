@@ -8,7 +8,8 @@
 3. exactness on every SIB-200 test sentence of those languages: the share whose trimmed ids map one to
    one onto the untrimmed ids (same pieces), and the largest |difference| of the last hidden states
    (fp32) over the sentences that map;
-4. the trimmed directory loads in transformers (`AutoModel`, `AutoTokenizer`): same hidden states;
+4. the trimmed encoder, saved bare, loads in transformers (`AutoModel`, `AutoTokenizer`): same hidden
+   states (the mean-pooling sequence head is xlmr's own, which transformers does not have);
 5. the same fine-tune of both checkpoints on `eng_Latn/train.tsv` (xlmr.finetune defaults, lr 1e-4,
    batch 32, --epochs, seed 0, max length 128), each side in its own process, one after the other:
    zero-shot accuracy over the 19 other languages (first --test-n test sentences each), training wall
@@ -93,34 +94,41 @@ def exactness(full_dir: Path, small_dir: Path, langs: list[str], n: int) -> dict
         texts, same = test_texts(lang, n), 0
         for i in range(0, len(texts), 32):
             a, b = tok.encode(texts[i:i + 32], max_length=128), small_tok.encode(texts[i:i + 32], max_length=128)
-            rows = [r for r, (x, y) in enumerate(zip(a.input_ids, b.input_ids)) if x == [old_of[j] for j in y]]
+            unpadded = lambda enc: [[t for t, m in zip(ids, mask) if m] for ids, mask in zip(enc.input_ids,
+                                                                                            enc.attention_mask)]
+            rows = [r for r, (x, y) in enumerate(zip(unpadded(a), unpadded(b))) if x == [old_of[j] for j in y]]
             same += len(rows)
             if not rows:
                 continue
-            ids, mask, _ = a.tensors()
-            small_ids = b.tensors()[0]
             rows_t = torch.tensor(rows)
-            with torch.no_grad():
+            (ids, mask, _), (small_ids, small_mask, _) = a.tensors(), b.tensors()
+            with torch.no_grad():  # each batch padded to its own longest row: compare the real tokens only
                 h1 = full(ids[rows_t], mask[rows_t])
-                h2 = small(small_ids[rows_t], mask[rows_t])
-            real = mask[rows_t].bool()
-            worst = max(worst, (h1[real] - h2[real]).abs().max().item())
+                h2 = small(small_ids[rows_t], small_mask[rows_t])
+            T = min(h1.shape[1], h2.shape[1])
+            real = mask[rows_t, :T].bool()
+            worst = max(worst, (h1[:, :T][real] - h2[:, :T][real]).abs().max().item())
         per_lang[lang] = same / len(texts)
         mapped, total = mapped + same, total + len(texts)
     return {"mapped": mapped, "sentences": total, "mapped_per_language": per_lang, "max_abs_diff": worst}
 
 
-def transformers_loads(small_dir: Path) -> float:
-    """Largest |difference| between transformers' and xlmr's hidden states on the trimmed directory."""
+def transformers_loads(small_dir: Path, tmp: Path) -> float:
+    """Largest |difference| between transformers' and xlmr's hidden states on the trimmed encoder. The
+    mean-pooling sequence head is xlmr's own (transformers has none), so the encoder is saved bare first."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     import xlmr
+    from xlmr.checkpoint import copy_tokenizer
 
     texts = test_texts(SOURCE)[:16] + test_texts("yor_Latn")[:16]
-    hf_tok = AutoTokenizer.from_pretrained(small_dir)
-    hf = AutoModel.from_pretrained(small_dir).eval()
+    bare = tmp / "trimmed-encoder"
     ours = xlmr.load(small_dir, head="base")
+    xlmr.save(ours, bare)
+    copy_tokenizer(small_dir, bare)
+    hf_tok = AutoTokenizer.from_pretrained(bare)
+    hf = AutoModel.from_pretrained(bare).eval()
     enc = hf_tok(texts, padding=True, truncation=True, max_length=128, return_tensors="pt")
     with torch.no_grad():
         a = hf(**enc).last_hidden_state
@@ -207,7 +215,7 @@ def main() -> None:
                                                  "PYTHONPATH": str(ROOT)})
         r = {"trim_wall_s": time.perf_counter() - w, "before": sizes(headed), "after": sizes(small_dir)}
         r["exact"] = exactness(full_dir, small_dir, langs, args.check_n)
-        r["transformers_max_abs_diff"] = transformers_loads(small_dir)
+        r["transformers_max_abs_diff"] = transformers_loads(small_dir, Path(tmp))
         report_exact(r)
         r["finetune"] = fine_tunes(args, {"full": headed, "trimmed": small_dir})
     report_finetune(r, args)
