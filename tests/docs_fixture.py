@@ -107,7 +107,8 @@ def make_shared(root: Path, seed: int = 0) -> Path:
     _relations(root / "data", random.Random(seed + 37))  # its own generator: the other files stay as they were
     corpus = root / "corpus"
     corpus.mkdir(parents=True)
-    for name in ("eng_Latn", "deu_Latn", "fra_Latn", "debian_deu_Latn", "swh_Latn", "yor_Latn", "nld_Latn"):
+    for name in ("eng_Latn", "deu_Latn", "fra_Latn", "debian_deu_Latn", "swh_Latn", "yor_Latn", "nld_Latn",
+                 "hau_Latn", "ibo_Latn", "kin_Latn"):
         lines = [" ".join(_word(rng) for _ in range(rng.randint(4, 12))) for _ in range(300)]
         (corpus / f"{name}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root

@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 CAPS = {"--epochs": "1", "--max-steps": "3", "--max-minutes": "0.05", "--vocab-size": "300",
-        "--eval-every": "2", "--save-every": "2", "--max-train": "40", "--max-eval": "20", "--steps": "2"}
+        "--eval-every": "2", "--save-every": "2", "--max-train": "40", "--max-eval": "20", "--steps": "2",
+        "--head-warmup-steps": "2"}
 # Budgets a command leaves at their default: `tokenizer train` samples 10M characters by default,
 # which on the tiny corpus means repeating it (30 s of SentencePiece instead of 1 s); finetune's 3 epochs.
 DEFAULT_CAPS = {"xlmr tokenizer train": {"--sample-chars": "200000"}, "xlmr finetune": {"--epochs": "1"}}

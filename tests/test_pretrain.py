@@ -209,3 +209,47 @@ def test_checkpoint_items_are_read_without_running_code(tmp_path):
     got = {"model": {"w": torch.zeros(2)}}  # plain items still load
     resume.read(got, tmp_path / "ck")
     assert torch.equal(got["model"]["w"], torch.ones(2))
+
+
+def test_init_without_mlm_head_adds_one_and_warms_it_up_alone(prepared, tmp_path, monkeypatch, capsys):
+    """A BERT encoder saved without an MLM head (as e5 ships): `--init` adds one tied to the word
+    embeddings; during `--head-warmup-steps` only the head's transform and bias move."""
+    import xlmr.pretrain as pt
+    from xlmr.checkpoint import copy_tokenizer
+    from xlmr.tokenizer import Tokenizer
+
+    data, tok = prepared
+    torch.manual_seed(0)
+    config = xlmr.Config(vocab_size=Tokenizer.from_pretrained(tok).vocab_size, hidden_size=32,
+                         num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, model_type="bert",
+                         max_position_embeddings=64, type_vocab_size=2, pad_token_id=0)
+    xlmr.save(xlmr.Model(config, "base"), tmp_path / "enc")
+    copy_tokenizer(Path(tok), tmp_path / "enc")
+    assert not pt.has_mlm_head(tmp_path / "enc")
+    start = xlmr.load(tmp_path / "enc", head="mlm")
+    assert start.cls.predictions.decoder.weight is start.bert.embeddings.word_embeddings.weight
+    seen = []
+    real_train = pt.train
+
+    def spy(model, *a, **kw):  # the state each phase starts from
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_train(model, *a, **kw)
+
+    monkeypatch.setattr(pt, "train", spy)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--data", str(data), "--tokenizer", tok, "--init", str(tmp_path / "enc"),
+                 "--out", str(out), "--seq-len", "32", "--batch-size", "4", "--max-steps", "2",
+                 "--head-warmup-steps", "3", "--eval-every", "2", "--no-progress", "--lr", "1e-2"]) == 0
+    err = capsys.readouterr().err
+    assert "has no MLM head: added one" in err and "head-only warm-up, 3 steps" in err
+    before, after_warmup = seen
+    moved = {k for k in before if not torch.equal(before[k], after_warmup[k])}
+    assert moved == {"cls.predictions.transform.dense.weight", "cls.predictions.transform.dense.bias",
+                     "cls.predictions.transform.LayerNorm.weight", "cls.predictions.transform.LayerNorm.bias",
+                     "cls.predictions.bias"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["head_added"] and summary["head_warmup"]["steps"] == 3 and summary["eval_start"]["loss"] > 0
+    final = xlmr.load(out / "final")
+    assert final.head == "mlm" and pt.has_mlm_head(out / "final")
+    assert not torch.equal(final.bert.encoder.layer[0].output.dense.weight,
+                           before["bert.encoder.layer.0.output.dense.weight"])  # the encoder trained after it

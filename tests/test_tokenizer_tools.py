@@ -144,6 +144,38 @@ def test_trim_keeps_outputs_identical(trained, tmp_path, capsys):
     assert (logits_full[real][:, kept] - logits_small[real]).abs().max() <= 1e-5
 
 
+def test_trim_fine_tuned_bert_head_and_all_loads_in_transformers(trained, tmp_path):
+    """A fine-tuned BERT-family token classifier (e5's layout) keeps its head; transformers loads the
+    trimmed directory and gives the untrimmed model's logits."""
+    T = pytest.importorskip("transformers")
+    tok = Tokenizer.from_pretrained(trained)
+    torch.manual_seed(0)
+    config = xlmr.Config(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=37, max_position_embeddings=64, type_vocab_size=2,
+                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, model_type="bert",
+                         id2label={0: "O", 1: "B-PER", 2: "I-PER"})
+    model = xlmr.Model(config, "token").eval()
+    xlmr.save(model, tmp_path / "full")
+    tok.save(tmp_path / "full")
+    texts = training_text()["rus_Cyrl"]
+    small_corpus = write_corpus(tmp_path / "c", {"rus_Cyrl": texts})
+    assert main(["tokenizer", "trim", "--model", str(tmp_path / "full"), "--corpus", str(small_corpus),
+                 "--out", str(tmp_path / "small")]) == 0
+    hf = T.AutoModelForTokenClassification.from_pretrained(tmp_path / "small").eval()
+    hf_tok = T.AutoTokenizer.from_pretrained(tmp_path / "small")
+    assert hf.config.vocab_size == len(hf_tok) < tok.vocab_size
+    assert hf.config.id2label == {0: "O", 1: "B-PER", 2: "I-PER"}
+    full = tok.encode(texts)
+    ids, mask, _ = full.tensors()
+    cut = hf_tok(texts, padding=True, return_tensors="pt")
+    assert hf_tok.convert_ids_to_tokens(cut["input_ids"][0]) == tok.convert_ids_to_tokens(full.input_ids[0])
+    with torch.no_grad():
+        want = model(ids, mask)
+        got = hf(input_ids=cut["input_ids"], attention_mask=cut["attention_mask"]).logits
+    real = mask.bool()
+    assert (want[real] - got[real]).abs().max() <= 1e-5
+
+
 def test_trim_maps_dropped_pieces_to_unk(trained, tmp_path):
     from xlmr.tokenizer_trim import kept_ids, trim_tokenizer
 

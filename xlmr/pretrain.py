@@ -62,10 +62,39 @@ class PretrainConfig(resume.ResumeOptions, TrainConfig):
         default="dense", metadata={"help": "the MLM decoder is tied to the embeddings, so they train densely"})
     eval_every: int = field(default=100, metadata={"help": "held-out evaluation every N steps"})
     log_every: int = field(default=10, metadata={"min": 1, "help": "log the loss every N steps"})
+    head_warmup_steps: int = field(default=0, metadata={
+        "help": "first train only the MLM head's transform and bias for N steps (encoder and embeddings "
+                "frozen), then everything: for an --init checkpoint that ships no MLM head"})
+
+
+@dataclass
+class HeadInit:
+    """What `build_model` did about the MLM head of an --init checkpoint."""
+
+    fresh: bool  # the checkpoint had none: a new one (decoder tied to the word embeddings, new transform, zero bias)
+    source: str
+
+
+def has_mlm_head(directory) -> bool:
+    """Whether the checkpoint in `directory` stores MLM head weights (BERT `cls.predictions`, XLM-R `lm_head`)."""
+    from .checkpoint import read_weights, resolve
+
+    directory = resolve(directory)
+    names = [directory / "model.safetensors"]
+    if names[0].is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(names[0]), framework="pt") as f:  # names only: no tensor is read
+            keys = list(f.keys())
+    else:
+        keys = list(read_weights(directory))
+    return any(k.startswith(("cls.predictions.", "lm_head.")) for k in keys)
 
 
 def build_model(cfg: PretrainConfig, tok: Tokenizer) -> Model:
-    """A new MLM model from a preset sized to the tokenizer, or the `init` checkpoint."""
+    """A new MLM model from a preset sized to the tokenizer, or the `init` checkpoint. For a checkpoint
+    without an MLM head (a sentence encoder such as e5), `load` adds one: the decoder is tied to the
+    word embeddings, the transform starts from BERT's init and the bias from zero (see `head_init`)."""
     if cfg.init:
         model = load(cfg.init, head="mlm")
         check_length(model.config, cfg.seq_len, "--seq-len", cfg.init)
@@ -86,6 +115,42 @@ def build_model(cfg: PretrainConfig, tok: Tokenizer) -> Model:
                      hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
                      **{k: v for k, v in special.items() if v is not None}, **overrides)
     return Model(config, "mlm")
+
+
+def head_init(cfg: PretrainConfig) -> HeadInit | None:
+    """For an --init run: whether its checkpoint brings an MLM head or `build_model` added a fresh one."""
+    return HeadInit(fresh=not has_mlm_head(cfg.init), source=cfg.init) if cfg.init else None
+
+
+def head_only(model: Model) -> list[str]:
+    """Freeze everything except the MLM head's own parameters (transform and bias; the decoder is the
+    word-embedding matrix, which stays frozen). Returns the names left trainable."""
+    head = {id(p) for p in model.mlm_head.parameters()}
+    emb = model.encoder_model.embeddings.word_embeddings.weight
+    names = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(id(p) in head and p is not emb)
+        if p.requires_grad:
+            names.append(name)
+    return names
+
+
+def warm_up_head(model: Model, cfg: PretrainConfig, batches, loss_fn, world: World) -> dict:
+    """`cfg.head_warmup_steps` steps that train the MLM head alone (constant lr, no checkpoints), then
+    every parameter trains again. Returns the warm-up's steps, seconds and last loss."""
+    if world.size > 1:
+        raise XlmrError("--head-warmup-steps runs on one process; warm the head up first, then start torchrun "
+                        "with --init on its output")
+    head_only(model)
+    warm = replace(cfg, max_steps=cfg.head_warmup_steps, warmup=0, schedule="constant", eval_every=0,
+                   max_minutes=0.0, progress=False)
+    try:
+        result = train(model, batches, loss_fn, warm)
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    losses = [r["loss"] for r in result.history if "loss" in r]
+    return {"steps": result.steps, "seconds": round(result.seconds, 2), "loss": losses[-1] if losses else None}
 
 
 def mlm_loss(model, input_ids, index, vocab, seed: int, prob: float, whole_word: bool, world: World):
@@ -152,7 +217,11 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
     check_tokenizer(Path(cfg.data), stream.corpus.manifest, cfg.tokenizer,
                     fix="give the tokenizer the data was prepared with, or prepare the data again with this one")
     out = Path(cfg.out)
-    model = build_model(cfg, tok)
+    model, head = build_model(cfg, tok), head_init(cfg)
+    if head and head.fresh:
+        _log(world, f"xlmr: {cfg.init} has no MLM head: added one (decoder tied to the word embeddings, new "
+                    f"transform, zero bias)" + ("" if cfg.head_warmup_steps else
+                                                "; --head-warmup-steps N trains it alone first"))
     if world.is_main:
         config = config_to_dict(model.config, "mlm")
         atomic_write_json(out / "model_config.json", config, indent=2)
@@ -183,6 +252,15 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
 
     ckpt = resume.Resumer(out / "checkpoints", model, cfg, stream.state_dict, stream.load_state_dict,
                           log=lambda s: _log(world, s))
+    warmup, start_eval = None, None
+    if cfg.head_warmup_steps and not resume.checkpoints(out / "checkpoints"):  # a resumed run is past it
+        warmup = warm_up_head(core, cfg, batches, loss_fn, world)
+        _log(world, f"xlmr: head-only warm-up, {warmup['steps']} steps in {warmup['seconds']} s, "
+                    f"loss {warmup['loss']:.4f}")
+    if cfg.eval_every and not resume.checkpoints(out / "checkpoints"):
+        start_eval = evaluate_mlm(core.eval(), valid, vocab, cfg.seed, cfg.mlm_probability, world.device)
+        _log(world, "xlmr: held-out MLM loss before training the encoder: " +
+             ", ".join(f"{k[5:]} {v:.4f}" for k, v in start_eval.items() if k.startswith("loss_")))
     run_cfg = replace(cfg, progress=cfg.progress and world.is_main)
     result = train(model, batches, loss_fn, run_cfg, evaluate=evaluate,
                    out_dir=out if world.is_main else None, restore=ckpt.restore, on_step=ckpt.on_step,
@@ -190,7 +268,8 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
     final = export_final(model, core, out / "final", tok_dir=Path(cfg.tokenizer), world=world)
     evals = [r for r in result.history if "eval_loss" in r]
     summary = {"steps": result.steps, "seconds": round(result.seconds, 2), "final": str(final),
-               "eval": evals[-1] if evals else None}
+               "eval": evals[-1] if evals else None, "eval_start": start_eval, "head_warmup": warmup,
+               "head_added": bool(head and head.fresh)}
     if world.is_main:
         atomic_write_json(out / "summary.json", summary, indent=2)
     if dist.is_initialized():

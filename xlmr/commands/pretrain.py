@@ -33,6 +33,8 @@ def run_pretrain(args) -> int:
     summary = pretrain(build(PretrainConfig, args, args.config))
     ev = summary["eval"]
     extra = f", held-out loss {ev['eval_loss']:.4f}, accuracy {ev['eval_accuracy']:.4f}" if ev else ""
+    if ev and summary.get("eval_start"):
+        extra += f" (before: {summary['eval_start']['loss']:.4f})"
     print(f"pretrained {summary['steps']} steps in {summary['seconds']} s{extra}; model in {summary['final']}")
     return 0
 
