@@ -41,12 +41,12 @@ def sample(rng, n):
 @pytest.fixture(scope="module")
 def re_run(data):  # noqa: F811 (the fixture imported above)
     rng = random.Random(0)
-    for split, n in (("train", 96), ("dev", 16), ("test", 16)):
+    for split, n in (("train", 80), ("dev", 16), ("test", 16)):
         (data / f"re_{split}.txt").write_text(kbp37(sample(rng, n)), encoding="utf-8")
     out = data / "re_out"
     assert main(["finetune", "--model", str(data / "tiny"), "--task", "relation", "--train", str(data / "re_train.txt"),
                  "--dev", str(data / "re_dev.txt"), "--test", f"en={data / 're_test.txt'}", "--out", str(out),
-                 "--epochs", "6", *FAST]) == 0
+                 "--epochs", "4", *FAST]) == 0
     return out
 
 
@@ -141,7 +141,7 @@ def test_finetune_evaluate_predict_and_reload(data, re_run, tmp_path):  # noqa: 
     vocab = len(json.loads((data / "tiny" / "tokenizer.json").read_text())["model"]["vocab"])
     assert config["vocab_size"] == vocab + 4  # four marker rows added and saved
     losses = [r["loss"] for r in map(json.loads, (re_run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
-    assert sum(losses[-5:]) < sum(losses[:5])
+    assert losses[-1] < losses[0] / 2
     trained = json.loads((re_run / "results.json").read_text())["languages"]["en"]
     assert trained["micro_f1"] > 0.5 and (re_run / "confusion_en.png").is_file()
     assert main(["evaluate", "--model", str(best), "--test", f"en={data / 're_test.txt'}", "--out",
