@@ -24,7 +24,8 @@ A new task is one file: subclass Task (or WordTask), set `name` and `head`, impl
 above, and call `register_task(cls)`; finetune, evaluate, predict and serve then take `--task NAME`.
 
 Model head: `task.head` ('token' or 'sequence'); labels: `task.labels`, `task.id2label`.
-Word extras: `split_words(text)`, `words.tokenizer_words(texts, tokenizer)`; NER: `ner.char_entities(text, spans, tags, scores)`.
+Word extras: `split_words(text)`, `words.tokenizer_words(texts, tokenizer)`;
+NER: `ner.char_entities(text, spans, tags, scores)`.
 Classify extras: `Classify.read(path, labelled=False)`, `Classify.confusion_matrix(examples, preds, png)`.
 Reports: `report.format_table(results, columns)`, `report.write_results(out_dir, results, columns, ...)`.
 """
