@@ -156,7 +156,7 @@ def main() -> None:
     ap.add_argument("--stride", type=int, default=4, help="overlap of the windows, in subwords")
     ap.add_argument("--doc-tokens", type=int, default=128, help="cut every text to its first N tokens (0: whole)")
     ap.add_argument("--train-n", type=int, default=40, help="English training articles (0: all 472)")
-    ap.add_argument("--test-n", type=int, default=20, help="test articles per language (0: all)")
+    ap.add_argument("--test-n", type=int, default=40, help="test articles per language (0: all)")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--batch", type=int, default=8, help="documents per step (truncate: rows)")

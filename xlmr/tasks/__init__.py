@@ -25,7 +25,8 @@ A new task is one file: subclass Task (or WordTask), set `name` and `head`, impl
 above, and call `register_task(cls)`; finetune, evaluate, predict and serve then take `--task NAME`.
 
 Model head: `task.head` ('token', 'sequence', 'qa' or 'base'); labels: `task.labels`, `task.id2label`.
-Word extras: `split_words(text)`, `words.tokenizer_words(texts, tokenizer)`; NER: `ner.char_entities(text, spans, tags, scores)`.
+Word extras: `split_words(text)`, `words.tokenizer_words(texts, tokenizer)`;
+NER: `ner.char_entities(text, spans, tags, scores)`.
 Relation extras: `task.prepare_model(model, tokenizer)` adds the entity markers (see relation.py).
 Retrieval (parallel files or source<TAB>target TSV; head 'base'): see tasks/retrieval.py.
 Classify extras: `Classify.read(path, labelled=False)`, `Classify.confusion_matrix(examples, preds, png)`.
