@@ -122,7 +122,11 @@ def ort_optimum(tok, threads: int, tmp: Path):
     x = tok(["query: hello world"], return_tensors="pt")
     names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in x]  # e5's tokenizer: no types
     axes = {n: {0: "b", 1: "t"} for n in names + ["last_hidden_state"]}
-    torch.onnx.export(model, tuple(x[n] for n in names), str(tmp / "hf.onnx"), input_names=names,
+    class LastHidden(torch.nn.Module):  # keyword arguments: BertModel.forward's positional order varies
+        def forward(self, *inputs):
+            return model(**dict(zip(names, inputs))).last_hidden_state
+
+    torch.onnx.export(LastHidden(), tuple(x[n] for n in names), str(tmp / "hf.onnx"), input_names=names,
                       output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
     opt = optimize_model(str(tmp / "hf.onnx"), model_type="bert", num_heads=model.config.num_attention_heads,
                          hidden_size=model.config.hidden_size)
