@@ -42,7 +42,7 @@ def tiny_token_model(tok, labels, seed=0):
 # -- reading and errors ---------------------------------------------------------------------------
 
 def test_registry():
-    assert set(TASKS) == {"classify", "ner", "pos"}
+    assert set(TASKS) == {"classify", "ner", "pos", "retrieval"}
     assert isinstance(get_task("ner", scheme="iob1"), Ner)
     with pytest.raises(XlmrError, match="unknown task"):
         get_task("qa")
