@@ -120,9 +120,13 @@ def ort_optimum(tok, threads: int, tmp: Path):
 
     model = AutoModel.from_pretrained(model_dir()).eval()
     x = tok(["query: hello world"], return_tensors="pt")
-    names = ["input_ids", "attention_mask", "token_type_ids"]
+    names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in x]  # e5's tokenizer: no types
     axes = {n: {0: "b", 1: "t"} for n in names + ["last_hidden_state"]}
-    torch.onnx.export(model, tuple(x[n] for n in names), str(tmp / "hf.onnx"), input_names=names,
+    class LastHidden(torch.nn.Module):  # keyword arguments: BertModel.forward's positional order varies
+        def forward(self, *inputs):
+            return model(**dict(zip(names, inputs))).last_hidden_state
+
+    torch.onnx.export(LastHidden(), tuple(x[n] for n in names), str(tmp / "hf.onnx"), input_names=names,
                       output_names=["last_hidden_state"], dynamic_axes=axes, opset_version=17, dynamo=False)
     opt = optimize_model(str(tmp / "hf.onnx"), model_type="bert", num_heads=model.config.num_attention_heads,
                          hidden_size=model.config.hidden_size)
@@ -138,7 +142,8 @@ def ort_optimum(tok, threads: int, tmp: Path):
     def run(texts):
         out = np.zeros((len(texts), model.config.hidden_size), np.float32)
         for idx, b in sorted_batches(tok, texts):
-            h = sess.run(None, {n: b[n].astype(np.int64) for n in inputs})[0]
+            h = sess.run(None, {n: b[n].astype(np.int64) if n in b else np.zeros_like(b["input_ids"], np.int64)
+                                for n in inputs})[0]
             out[idx] = mean_pool(h, b["attention_mask"])
         return out
 
