@@ -226,14 +226,7 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
         config = config_to_dict(model.config, "mlm")
         atomic_write_json(out / "model_config.json", config, indent=2)
         atomic_write_json(out / "pretrain_config.json", asdict(cfg), indent=2)
-    model.to(world.device)
-    core = model
-    if cfg.activation_checkpointing:
-        apply_ac(core)
-    if cfg.compile:
-        apply_compile(core)
-    if world.size > 1:
-        model = apply_fsdp(core) if cfg.parallel == "fsdp" else apply_ddp(core, world.device)
+    model, core = _place(model, cfg, world)
     valid = validation_set(stream.corpus, cfg.seq_len, cfg.eval_sequences)
     params = count_parameters(core).total
     _log(world, f"xlmr: pretraining {params / 1e6:.1f}M parameters on {len(stream.languages)} languages, "
@@ -252,15 +245,9 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
 
     ckpt = resume.Resumer(out / "checkpoints", model, cfg, stream.state_dict, stream.load_state_dict,
                           log=lambda s: _log(world, s))
-    warmup, start_eval = None, None
-    if cfg.head_warmup_steps and not resume.checkpoints(out / "checkpoints"):  # a resumed run is past it
-        warmup = warm_up_head(core, cfg, batches, loss_fn, world)
-        _log(world, f"xlmr: head-only warm-up, {warmup['steps']} steps in {warmup['seconds']} s, "
-                    f"loss {warmup['loss']:.4f}")
-    if cfg.eval_every and not resume.checkpoints(out / "checkpoints"):
-        start_eval = evaluate_mlm(core.eval(), valid, vocab, cfg.seed, cfg.mlm_probability, world.device)
-        _log(world, "xlmr: held-out MLM loss before training the encoder: " +
-             ", ".join(f"{k[5:]} {v:.4f}" for k, v in start_eval.items() if k.startswith("loss_")))
+    warmup, start_eval = (None, None) if resume.checkpoints(out / "checkpoints") else \
+        _before_training(core, cfg, batches, loss_fn, lambda: evaluate_mlm(
+            core.eval(), valid, vocab, cfg.seed, cfg.mlm_probability, world.device), world)
     run_cfg = replace(cfg, progress=cfg.progress and world.is_main)
     result = train(model, batches, loss_fn, run_cfg, evaluate=evaluate,
                    out_dir=out if world.is_main else None, restore=ckpt.restore, on_step=ckpt.on_step,
@@ -276,6 +263,37 @@ def _pretrain(cfg: PretrainConfig, world: World, run_id: str) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def _place(core: Model, cfg: PretrainConfig, world: World):
+    """Move the model to its device and apply, from outside, activation checkpointing, compile and
+    DDP/FSDP. (the model the loop trains, the plain Model underneath)."""
+    core.to(world.device)
+    if cfg.activation_checkpointing:
+        apply_ac(core)
+    if cfg.compile:
+        apply_compile(core)
+    if world.size > 1:
+        return (apply_fsdp(core) if cfg.parallel == "fsdp" else apply_ddp(core, world.device)), core
+    return core, core
+
+
+def _before_training(core, cfg: PretrainConfig, batches, loss_fn, held_out, world: World):
+    """A fresh run's start: the head-only warm-up (--head-warmup-steps) and the held-out MLM loss per
+    language before the encoder trains (one process only). (warm-up summary or None, held-out losses or
+    None); a resumed run is past both."""
+    warmup, start_eval = None, None
+    if cfg.head_warmup_steps:
+        warmup = warm_up_head(core, cfg, batches, loss_fn, world)
+        _log(world, f"xlmr: head-only warm-up, {warmup['steps']} steps in {warmup['seconds']} s, "
+                    f"loss {warmup['loss']:.4f}")
+    # One process only: under FSDP this forward before the first step made saving the optimizer state
+    # fail (KeyError in torch's get_state_dict).
+    if cfg.eval_every and world.size == 1:
+        start_eval = held_out()
+        _log(world, "xlmr: held-out MLM loss before training the encoder: " +
+             ", ".join(f"{k[5:]} {v:.4f}" for k, v in start_eval.items() if k.startswith("loss_")))
+    return warmup, start_eval
 
 
 def export_final(model, core: Model, directory: Path, tok_dir: Path, world: World) -> Path:
