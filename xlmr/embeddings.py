@@ -140,7 +140,7 @@ def load_encoder(directory: Path, backend: str = "torch", quantize: str = "none"
     if backend == "onnx":
         if device not in (None, "cpu"):
             raise XlmrError(f"--backend onnx runs on the CPU only, not {device!r}")
-        return OnnxEncoder(directory, quantize).eval()
+        return onnx_encoder(directory, quantize).eval()
     from .checkpoint import load
 
     model = load(directory, head="base")
@@ -200,43 +200,30 @@ def quantize_int8(src: Path, dst: Path) -> Path:
 _EXPORTS: dict[str, tuple] = {}  # resolved model directory -> (its temporary directory, fused fp32 graph)
 
 
-class OnnxEncoder(nn.Module):
-    """An onnxruntime session behind the encoder interface: forward(ids, mask, types) -> (B, T, D).
-    One empty parameter says the device (CPU) to code that asks `next(model.parameters())`."""
+def onnx_encoder(directory: Path, quantize: str = "none", threads: int | None = None):
+    """The encoder on onnxruntime (an OnnxSession: forward(ids, mask, types) -> hidden states (B, T, D)).
+    The model is exported and fused once per process, so fp32 and int8 share the export; int8 quantizes
+    the fused graph."""
+    from .checkpoint import load
+    from .onnx_export import OnnxSession, max_difference, session_for
 
-    def __init__(self, directory: Path, quantize: str = "none", threads: int | None = None):
-        from .checkpoint import load
-        from .onnx_export import max_difference, session_for
-
-        super().__init__()
-        self._anchor = nn.Parameter(torch.empty(0), requires_grad=False)
-        key = str(Path(directory).resolve())
-        if key not in _EXPORTS:  # one export per model and process: fp32 and int8 share it
-            tmp = tempfile.TemporaryDirectory(prefix="xlmr-embed-onnx-")
-            model = load(directory, head="base").eval()
-            fused = fuse_graph(export_encoder(model, Path(tmp.name) / "encoder.onnx"),
-                               Path(tmp.name) / "encoder.fused.onnx", model.config)
-            diff = max_difference(model, session_for(fused, threads), shapes=((1, 5), (4, 40)))
-            if not diff <= 1e-3:
-                raise XlmrError(f"{directory}: the exported encoder differs from PyTorch by {diff:.3g}")
-            _EXPORTS[key] = (tmp, fused)
-        self._tmp, path = _EXPORTS[key]
-        if quantize == "int8":
-            q = path.with_name("encoder.int8.onnx")
-            path = q if q.is_file() else quantize_int8(path, q)
-        self.path = path
-        self.session = session_for(path, threads)
-        self.names = [i.name for i in self.session.get_inputs()]
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        out = self.session.run(None, {n: feed[n].cpu().numpy().astype(np.int64) for n in self.names})[0]
-        return torch.from_numpy(out)
+    key = str(Path(directory).resolve())
+    if key not in _EXPORTS:  # one export per model and process: fp32 and int8 share it
+        tmp = tempfile.TemporaryDirectory(prefix="xlmr-embed-onnx-")
+        model = load(directory, head="base").eval()
+        fused = fuse_graph(export_encoder(model, Path(tmp.name) / "encoder.onnx"),
+                           Path(tmp.name) / "encoder.fused.onnx", model.config)
+        diff = max_difference(model, session_for(fused, threads), shapes=((1, 5), (4, 40)))
+        if not diff <= 1e-3:
+            raise XlmrError(f"{directory}: the exported encoder differs from PyTorch by {diff:.3g}")
+        _EXPORTS[key] = (tmp, fused)
+    encoder = OnnxSession()
+    encoder._tmp, path = _EXPORTS[key]
+    if quantize == "int8":
+        q = path.with_name("encoder.int8.onnx")
+        path = q if q.is_file() else quantize_int8(path, q)
+    encoder.open(path, threads)
+    return encoder
 
 
 def embed_file(model: str, input_path: str, output: str, pooling: Pooling | None = None, normalize: bool = False,

@@ -124,16 +124,37 @@ def export_onnx(model_path: str, out: str, quantize: str = "none", check: bool =
     return result
 
 
-class OnnxModel(nn.Module):
-    """An onnxruntime session behind the Model interface: forward(ids, mask, types) -> logits tensor.
+class OnnxSession(nn.Module):
+    """An onnxruntime session behind a model's interface: forward(ids, mask, types) -> the graph's first
+    output as a tensor. It holds one empty parameter so code that asks `next(model.parameters()).device`
+    sees the CPU; a subclass builds the graph and calls `open`."""
 
-    It holds one empty parameter so code that asks `next(model.parameters()).device` sees the CPU.
-    """
+    def __init__(self):
+        super().__init__()
+        self._anchor = nn.Parameter(torch.empty(0), requires_grad=False)
+
+    def open(self, path: Path, threads: int | None = None) -> None:
+        self.path = path
+        self.session = session_for(path, threads)
+        self.names = [i.name for i in self.session.get_inputs()]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        out = self.session.run(None, {n: feed[n].cpu().numpy().astype(np.int64) for n in self.names})[0]
+        return torch.from_numpy(out)
+
+
+class OnnxModel(OnnxSession):
+    """The Model interface on onnxruntime: forward(ids, mask, types) -> logits tensor."""
 
     def __init__(self, directory: Path, quantize: str = "none"):
         super().__init__()
         self.config, self.head = read_config(directory)
-        self._anchor = nn.Parameter(torch.empty(0), requires_grad=False)
         self._tmp = None
         path = directory / ONNX_FILE
         if not path.is_file():  # a torch checkpoint: export it to a private temporary directory
@@ -147,19 +168,8 @@ class OnnxModel(nn.Module):
                     self._tmp = tempfile.TemporaryDirectory(prefix="xlmr-onnx-")
                 q = quantize_int8(path, Path(self._tmp.name) / INT8_FILE)
             path = q
-        self.path = path
-        self.session = session_for(path)
-        self.names = [i.name for i in self.session.get_inputs()]
+        self.open(path)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
-        feed = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        out = self.session.run(None, {n: feed[n].cpu().numpy().astype(np.int64) for n in self.names})[0]
-        return torch.from_numpy(out)
 
 
 def load_backend(model_path: str, backend: str = "torch", quantize: str = "none",
